@@ -1,0 +1,102 @@
+// The slidesparse binary end to end: exit codes (0 ok, 1 check failed, 2 bad input/usage) and
+// messages that name what was wrong.
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "common/test_util.hpp"
+
+namespace slidesparse {
+namespace {
+
+struct Result {
+  int code = -1;
+  std::string output;  // stdout and stderr
+};
+
+Result run(std::string const& args) {
+  std::string const command = std::string(SLIDESPARSE_CLI) + " " + args + " 2>&1";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  Result result;
+  if (!pipe) return result;
+  std::array<char, 4096> buffer{};
+  while (std::fgets(buffer.data(), static_cast<int>(buffer.size()), pipe)) result.output += buffer.data();
+  int const status = ::pclose(pipe);
+  result.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return result;
+}
+
+TEST(Cli, EveryCommandHasHelp) {
+  for (char const* command : {"convert", "slide", "verify", "inspect", "synth", "demo", "info"}) {
+    Result const r = run(std::string(command) + " --help");
+    EXPECT_EQ(r.code, 0) << command << ": " << r.output;
+    EXPECT_NE(r.output.find("Usage"), std::string::npos) << command;
+  }
+  EXPECT_EQ(run("").code, 2);
+  EXPECT_EQ(run("frobnicate").code, 2);
+}
+
+TEST(Cli, DemoPasses) {
+  Result const r = run("demo");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("exact: yes"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("PASS"), std::string::npos) << r.output;
+}
+
+TEST(Cli, ConvertVerifyInspectSlideRoundTrip) {
+  test::TempDir dir;
+  std::string const d = dir.path().string();
+  ASSERT_EQ(run("synth " + d + "/dense").code, 0);
+  // Unpruned weights break the pattern: exit 1, with the first violation located.
+  Result const unpruned = run("verify " + d + "/dense --pattern 6:8");
+  EXPECT_EQ(unpruned.code, 1) << unpruned.output;
+  EXPECT_NE(unpruned.output.find("row 0, block 0 (columns 0..7): 8 nonzeros"), std::string::npos) << unpruned.output;
+  Result const converted = run("convert " + d + "/dense " + d + "/out --pattern 6:8 --quant fp8 --no-progress");
+  ASSERT_EQ(converted.code, 0) << converted.output;
+  EXPECT_NE(converted.output.find("converted 14 weights"), std::string::npos) << converted.output;
+  Result const verified = run("verify " + d + "/out");
+  EXPECT_EQ(verified.code, 0) << verified.output;
+  Result const inspected = run("inspect " + d + "/out --json");
+  EXPECT_EQ(inspected.code, 0);
+  auto const json = nlohmann::json::parse(inspected.output);
+  bool found = false;
+  for (auto const& t : json["tensors"]) {
+    if (t["name"] == "model.layers.1.mlp.up_proj.weight") {
+      EXPECT_EQ(t["dtype"], "F8_E4M3");
+      EXPECT_EQ(t["best_pattern"], "6:8");
+      EXPECT_EQ(t["satisfies"]["14:16"], true);
+      EXPECT_EQ(t["satisfies"]["4:6"], false);
+      found = true;
+    }
+  }
+  EXPECT_TRUE(found);
+  Result const slid = run("slide " + d + "/out/model-00001-of-00002.safetensors " + d + "/slid.safetensors --pattern 6:8 --include '_proj\\.weight$' --no-progress");
+  EXPECT_EQ(slid.code, 0) << slid.output;
+  EXPECT_EQ(run("verify " + d + "/slid.safetensors").code, 0);
+  // Converting again into the same place is refused (exit 2) unless --overwrite.
+  EXPECT_EQ(run("convert " + d + "/dense " + d + "/out --no-progress").code, 2);
+  EXPECT_EQ(run("convert " + d + "/dense " + d + "/out --no-progress --overwrite").code, 0);
+}
+
+TEST(Cli, BadInputGetsExitCode2AndAClearMessage) {
+  test::TempDir dir;
+  std::string const d = dir.path().string();
+  Result const wrong_notation = run("convert a b --pattern 2:8");
+  EXPECT_EQ(wrong_notation.code, 2);
+  EXPECT_NE(wrong_notation.output.find("6:8"), std::string::npos) << wrong_notation.output;
+  Result const missing = run("verify " + d + "/nothing --pattern 6:8");
+  EXPECT_EQ(missing.code, 2);
+  EXPECT_NE(missing.output.find("nothing"), std::string::npos) << missing.output;
+  std::ofstream(dir / "garbage.safetensors") << "this is not a safetensors file at all";
+  Result const garbage = run("inspect " + d + "/garbage.safetensors");
+  EXPECT_EQ(garbage.code, 2);
+  EXPECT_NE(garbage.output.find("garbage.safetensors"), std::string::npos) << garbage.output;
+  EXPECT_EQ(run("convert a b --quant int4").code, 2);
+}
+
+}  // namespace
+}  // namespace slidesparse
