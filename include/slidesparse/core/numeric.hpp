@@ -106,7 +106,8 @@ inline std::uint32_t select_u32(bool condition, std::uint32_t if_true, std::uint
 
 /// float32 -> E4M3, round to nearest even, saturating to +-448 (the "satfinite" behaviour of
 /// the hardware conversion: +-inf and every finite value beyond the range become +-448).
-/// NaN becomes NaN (0x7F with the sign). Branch-free, so loops over it vectorize.
+/// NaN becomes the positive NaN 0x7F whatever its sign, as the hardware conversion does.
+/// Branch-free, so loops over it vectorize.
 inline e4m3_t float_to_e4m3_satfinite(float f) noexcept {
   std::uint32_t const u = std::bit_cast<std::uint32_t>(f);
   std::uint32_t const sign = (u >> 24) & 0x80u;
@@ -126,8 +127,8 @@ inline e4m3_t float_to_e4m3_satfinite(float f) noexcept {
   constexpr std::uint32_t kInfBits = 0x7F800000u;
   std::uint32_t code = select_u32(abs_bits < kMinNormalBits, subnormal_code, normal_code);
   code = select_u32(abs_bits >= kMaxBits, 0x7Eu, code);  // satfinite (also +-inf)
-  code = select_u32(abs_bits > kInfBits, 0x7Fu, code);   // NaN
-  return e4m3_t{static_cast<std::uint8_t>(sign | code)};
+  code = select_u32(abs_bits > kInfBits, 0x7Fu, sign | code);  // NaN drops the sign
+  return e4m3_t{static_cast<std::uint8_t>(code)};
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The one script run on the GPU machine: build everything (Release, sm_90a) into build-gpu/, then
+# run the device report, the test suites, compute-sanitizer on the GPU tests and the ceilings
+# benchmark. Each step's output goes to $OUT/<step>.log (and the terminal); a failed step does not
+# stop the later ones, but the exit code is 1 if any failed (3 if build dependencies are missing).
+#
+# Usage: [OUT=DIR] [SLIDESPARSE_CUSPARSELT_ROOT=DIR] scripts/gpu_run.sh      (OUT defaults to ./out)
+set -euo pipefail
+OUT="$(realpath -m "${OUT:-./out}")"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+mkdir -p "$OUT"
+torch_site=/opt/torch/.venv/lib/python3.12/site-packages
+cusparselt="${SLIDESPARSE_CUSPARSELT_ROOT:-$torch_site/nvidia/cusparselt}"
+command -v nvcc >/dev/null || export PATH="/usr/local/cuda/bin:$PATH"
+
+failed=()
+step() {  # step NAME COMMAND...: run it, tee to $OUT/NAME.log; a failure is remembered, returns 1
+  local name="$1"; shift
+  echo "=== $name: $*"
+  if ! "$@" 2>&1 | tee "$OUT/$name.log"; then
+    failed+=("$name")
+    echo "=== $name: FAILED"
+    return 1
+  fi
+}
+finish() {
+  if [[ ${#failed[@]} -gt 0 ]]; then echo "gpu_run: FAILED steps: ${failed[*]}"; exit 1; fi
+  echo "gpu_run: all steps passed"; exit 0
+}
+
+nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || failed+=(nvidia-smi)
+cat "$OUT/nvidia-smi.txt"
+
+# Header-only / dev packages the build needs (Debian: libcli11-dev nlohmann-json3-dev libfmt-dev
+# libgtest-dev). Searched in /usr, /usr/local and every CMAKE_PREFIX_PATH entry.
+missing=()
+for header in CLI/CLI.hpp nlohmann/json.hpp fmt/core.h gtest/gtest.h; do
+  found=0
+  for prefix in /usr /usr/local ${CMAKE_PREFIX_PATH:+${CMAKE_PREFIX_PATH//:/ }}; do
+    [[ -f "$prefix/include/$header" ]] && found=1 && break
+  done
+  [[ $found -eq 1 ]] || missing+=("$header")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "gpu_run: MISSING build dependencies: ${missing[*]}" | tee "$OUT/missing-deps.log"
+  exit 3
+fi
+if ! command -v nvcc >/dev/null; then
+  echo "gpu_run: nvcc not found (PATH, /usr/local/cuda/bin)"; exit 3
+fi
+
+if ! step configure cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
+       -DSLIDESPARSE_CUSPARSELT_ROOT="$cusparselt" -DCMAKE_CUDA_ARCHITECTURES=90a-real ||
+   ! step build cmake --build build-gpu -j 16; then
+  finish  # without a build nothing else can run
+fi
+
+step info build-gpu/bin/slidesparse info || true
+step ctest ctest --test-dir build-gpu --output-on-failure || true
+if [[ -x build-gpu/tests/gpu_tests ]]; then
+  step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/gpu_tests ||
+    true
+fi
+step ceilings build-gpu/bin/bench_ceilings --json "$OUT/ceilings.json" || true
+step quant_lift build-gpu/bin/bench_quant_lift --json "$OUT/quant_lift.json" || true
+finish

@@ -1,0 +1,48 @@
+#include "slidesparse/cuda/quant_lift.hpp"
+
+#include "quant_lift_launch.hpp"
+#include "slidesparse/cuda/check.hpp"
+
+namespace slidesparse::cuda {
+
+void quant_lift(void const* x, DType x_dtype, std::int64_t m, std::int64_t ldx,
+                ActivationLayout const& layout, void* out, DType out_dtype, float* scales,
+                cudaStream_t stream) {
+  detail::QuantLiftArgs args;
+  if (x_dtype != DType::kBF16 && x_dtype != DType::kF16) {
+    fail(ErrorKind::kUsage, "quant_lift: input must be BF16 or F16, got {}", dtype_name(x_dtype));
+  }
+  args.input = x_dtype == DType::kBF16 ? detail::InputType::kBF16 : detail::InputType::kF16;
+  if (out_dtype == DType::kI8) {
+    args.output = detail::OutputType::kI8;
+  } else if (out_dtype == DType::kF8E4M3) {
+    args.output = detail::OutputType::kF8E4M3;
+  } else if (out_dtype == x_dtype) {
+    args.output = detail::OutputType::kSame;
+  } else {
+    fail(ErrorKind::kUsage, "quant_lift: output must be I8, F8_E4M3 or the input dtype {}, got {}",
+         dtype_name(x_dtype), dtype_name(out_dtype));
+  }
+  if (layout.k_lifted() % 16 != 0) {
+    fail(ErrorKind::kUsage, "quant_lift: K' = {} must be a multiple of 16 (use a K alignment "
+         "that is a multiple of 16)", layout.k_lifted());
+  }
+  if (m < 0 || ldx < layout.k()) {
+    fail(ErrorKind::kUsage, "quant_lift: M = {} and row stride {} (K = {}) are invalid", m, ldx, layout.k());
+  }
+  if (args.output != detail::OutputType::kSame && scales == nullptr && m > 0) {
+    fail(ErrorKind::kUsage, "quant_lift: quantized output needs a scales buffer");
+  }
+  args.x = x;
+  args.m = m;
+  args.k = layout.k();
+  args.ldx = ldx;
+  args.n = layout.pattern() ? layout.pattern()->half_block() : 0;
+  args.k_raw = layout.pattern() ? layout.shape().k_raw : layout.k();
+  args.k_lifted = layout.k_lifted();
+  args.out = out;
+  args.scales = scales;
+  SLIDESPARSE_CUDA_CHECK(detail::launch_quant_lift(args, stream));
+}
+
+}  // namespace slidesparse::cuda
