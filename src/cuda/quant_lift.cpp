@@ -4,6 +4,31 @@
 #include "slidesparse/cuda/check.hpp"
 
 namespace slidesparse::cuda {
+namespace {
+
+// Multiprocessors of the current device, read once per device (a host query: no stream work,
+// so launches stay graph-capturable).
+int multiprocessors() {
+  static int cached[64] = {};
+  int device = 0;
+  SLIDESPARSE_CUDA_CHECK(cudaGetDevice(&device));
+  if (device < 0 || device >= 64) return 132;
+  if (cached[device] == 0) {
+    SLIDESPARSE_CUDA_CHECK(cudaDeviceGetAttribute(&cached[device], cudaDevAttrMultiProcessorCount, device));
+  }
+  return cached[device];
+}
+
+// Warps per row: enough rows x warps to give every SM ~32 warps, while each warp keeps at
+// least ~512 columns of work.
+int warps_per_row(std::int64_t m, std::int64_t k) {
+  std::int64_t const target = static_cast<std::int64_t>(multiprocessors()) * 32;
+  int w = 1;
+  while (w < 8 && m * w < target && k / (2 * w) >= 512) w *= 2;
+  return w;
+}
+
+}  // namespace
 
 void quant_lift(void const* x, DType x_dtype, std::int64_t m, std::int64_t ldx,
                 ActivationLayout const& layout, void* out, DType out_dtype, float* scales,
@@ -42,6 +67,7 @@ void quant_lift(void const* x, DType x_dtype, std::int64_t m, std::int64_t ldx,
   args.k_lifted = layout.k_lifted();
   args.out = out;
   args.scales = scales;
+  args.warps_per_row = warps_per_row(m, layout.k());
   SLIDESPARSE_CUDA_CHECK(detail::launch_quant_lift(args, stream));
 }
 

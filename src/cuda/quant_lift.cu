@@ -2,9 +2,10 @@
 // quantize_lift and lift). One warp per row:
 //   pass 1  absmax over the original K columns (16-byte loads where aligned), warp reduction;
 //           scale = max(absmax, 1e-12) / QMAX, inv = 1 / scale (IEEE division: no fast math);
-//   pass 2  each lane takes whole source blocks g of 2N columns (one vector load) and writes
-//           their 4(N-1) lifted outputs: window w of block g is one 32-bit word of INT8/FP8
-//           codes at lifted columns g*(4N-4) + 4w .. +3 <- source g*2N + 2w .. +3.
+//   pass 2  each lane takes whole source blocks g of 2N columns (one vector load) and lifts
+//           them: window w of block g is one 32-bit word of INT8/FP8 codes at lifted columns
+//           g*(4N-4) + 4w .. +3 <- source g*2N + 2w .. +3; a warp stages its 32 blocks in
+//           shared memory and writes them out with contiguous 16-byte stores.
 // The dense (identity) layout moves chunks of 16 columns with 16-byte stores.
 // Bit-exact against the CPU reference: every value is x * inv rounded once (RN), then
 // rint + clamp (INT8) or cvt.rn.satfinite (E4M3), exactly as core/quantize.hpp specifies.
@@ -142,87 +143,152 @@ __device__ __forceinline__ void pack(std::uint16_t const (&src)[kOutCount], floa
   }
 }
 
+// Lifted bytes one source block produces (4(N-1) outputs), and per-warp staging of 32 blocks.
+template <OutputType kOut, int kN>
+constexpr int block_out_bytes() {
+  return 4 * (kN - 1) * (kOut == OutputType::kSame ? 2 : 1);
+}
+
 template <InputType kIn, OutputType kOut, int kN>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32) quant_lift_kernel(QuantLiftArgs const a) {
+  // A CTA of 8 warps serves 8 / W rows; the W warps of a row split its columns (W > 1 when M is
+  // too small to fill the GPU with one warp per row).
   int const lane = static_cast<int>(threadIdx.x) & 31;
-  std::int64_t const row = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / 32;
-  if (row >= a.m) return;
-  auto const* const x = static_cast<std::uint16_t const*>(a.x) + row * a.ldx;
+  int const warp = static_cast<int>(threadIdx.x) / 32;
+  int const w_per_row = a.warps_per_row;
+  int const sub = warp % w_per_row;  // this warp's share of the row
+  std::int64_t const row = static_cast<std::int64_t>(blockIdx.x) * (kWarpsPerBlock / w_per_row) + warp / w_per_row;
+  bool const active = row < a.m;  // no early return: the CTA meets at __syncthreads below
+  // __restrict__: the output never aliases the input, so loads may move ahead of earlier stores.
+  std::uint16_t const* __restrict__ const x = static_cast<std::uint16_t const*>(a.x) + (active ? row : 0) * a.ldx;
   constexpr int kOutBytes = kOut == OutputType::kSame ? 2 : 1;
-  auto* const out = static_cast<std::uint8_t*>(a.out) + row * a.k_lifted * kOutBytes;
+  std::uint8_t* __restrict__ const out = static_cast<std::uint8_t*>(a.out) + (active ? row : 0) * a.k_lifted * kOutBytes;
   bool const aligned16 = (reinterpret_cast<std::uintptr_t>(x) & 15) == 0;
+  int const t = sub * 32 + lane;  // thread index within the row's warps
+  int const row_threads = w_per_row * 32;
 
   float inv_scale = 1.0f;
   if constexpr (kOut != OutputType::kSame) {
+    __shared__ float warp_absmax[kWarpsPerBlock];
     float absmax = 0.0f;
-    if (aligned16) {
-      std::int64_t const vec_end = a.k / 8 * 8;
-      for (std::int64_t c = 8 * lane; c < vec_end; c += 8 * 32) {
-        std::uint16_t v[8];
-        load_u16<8, 16>(x + c, v);
+    if (active) {
+      if (aligned16) {
+        std::int64_t const vec_end = a.k / 8 * 8;
+#pragma unroll 4
+        for (std::int64_t c = 8 * t; c < vec_end; c += 8 * row_threads) {
+          std::uint16_t v[8];
+          load_u16<8, 16>(x + c, v);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) absmax = fmaxf(absmax, fabsf(to_float<kIn>(v[i])));
+          for (int i = 0; i < 8; ++i) absmax = fmaxf(absmax, fabsf(to_float<kIn>(v[i])));
+        }
+        for (std::int64_t c = vec_end + t; c < a.k; c += row_threads) absmax = fmaxf(absmax, fabsf(to_float<kIn>(x[c])));
+      } else {
+        for (std::int64_t c = t; c < a.k; c += row_threads) absmax = fmaxf(absmax, fabsf(to_float<kIn>(x[c])));
       }
-      for (std::int64_t c = vec_end + lane; c < a.k; c += 32) absmax = fmaxf(absmax, fabsf(to_float<kIn>(x[c])));
-    } else {
-      for (std::int64_t c = lane; c < a.k; c += 32) absmax = fmaxf(absmax, fabsf(to_float<kIn>(x[c])));
     }
     absmax = warp_max(absmax);  // fmaxf ignores NaN, like the CPU reference
+    if (w_per_row > 1) {
+      if (lane == 0) warp_absmax[warp] = absmax;
+      __syncthreads();
+      int const first = warp - sub;
+      for (int i = 0; i < w_per_row; ++i) absmax = fmaxf(absmax, warp_absmax[first + i]);
+    }
     float const scale = fmaxf(absmax, kScaleFloor) / quant_max<kOut>();
     inv_scale = 1.0f / scale;
-    if (lane == 0) a.scales[row] = scale;
+    if (active && t == 0) a.scales[row] = scale;
   }
+  if (!active) return;
 
   if constexpr (kN == 0) {
-    // Identity layout: chunks of 16 columns -> 16 outputs (16 or 32 bytes), zero past K.
+    // Identity layout: chunks of 16 columns -> 16 outputs (16 or 32 bytes, 16-byte stores that
+    // are contiguous across the warp), zero past K.
     constexpr int kChunk = 16;
-    for (std::int64_t c = kChunk * lane; c < a.k_lifted; c += kChunk * 32) {
-      std::uint16_t v[kChunk];
-      if (aligned16 && c + kChunk <= a.k) {
-        load_u16<kChunk, 16>(x + c, v);
-      } else {
-        load_u16_guarded<kChunk>(x + c, columns_before<kChunk>(c, a.k), v);
+    constexpr int kUnroll = 2;  // two 32-byte loads in flight per lane
+    for (std::int64_t c0 = kChunk * t; c0 < a.k_lifted; c0 += kUnroll * kChunk * row_threads) {
+      std::uint16_t v[kUnroll][kChunk];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        std::int64_t const c = c0 + static_cast<std::int64_t>(u) * kChunk * row_threads;
+        if (aligned16 && c + kChunk <= a.k) {
+          load_u16<kChunk, 16>(x + c, v[u]);
+        } else {
+          load_u16_guarded<kChunk>(x + c, columns_before<kChunk>(c, a.k), v[u]);
+        }
       }
-      std::uint32_t words[kOut == OutputType::kSame ? kChunk / 2 : kChunk / 4];
-      pack<kIn, kOut, kChunk>(v, inv_scale, words);
-      store_words(out + c * kOutBytes, words);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        std::int64_t const c = c0 + static_cast<std::int64_t>(u) * kChunk * row_threads;
+        if (c >= a.k_lifted) break;
+        std::uint32_t words[kOut == OutputType::kSame ? kChunk / 2 : kChunk / 4];
+        pack<kIn, kOut, kChunk>(v[u], inv_scale, words);
+        store_words(out + c * kOutBytes, words);
+      }
     }
   } else {
     constexpr int kBlock = 2 * kN;              // source columns per block
     constexpr int kLifted = 4 * (kN - 1);       // lifted columns per block
+    constexpr int kBlockBytes = block_out_bytes<kOut, kN>();
+    constexpr int kWords = kBlockBytes / 4;
+    // Each lane lifts kUnroll blocks into the warp's staging area (all loads issued before the
+    // first use, so kUnroll * 4N bytes per lane are in flight); the warp then writes the
+    // segment's contiguous output (32 * kUnroll * kBlockBytes, a multiple of 16) with 16-byte
+    // stores. A lane's own output (kBlockBytes, e.g. 12 for 6:8) would not be 16-byte aligned.
+    constexpr int kUnroll = (4 * kN) >= 64 ? 1 : 64 / (4 * kN);  // ~64 bytes of input per lane
+    constexpr int kSegBlocks = 32 * kUnroll;
+    __shared__ uint4 stage_storage[kWarpsPerBlock][kSegBlocks * kBlockBytes / 16];
+    auto* const stage = reinterpret_cast<std::uint8_t*>(stage_storage[warp]);
     std::int64_t const blocks = a.k_raw / kLifted;
     std::int64_t const full_blocks = a.k / kBlock;
     // Source block g starts at byte 4N*g of the row: aligned to gcd(4N, 16) when the row is.
     constexpr int kBlockAlign = (4 * kN) % 16 == 0 ? 16 : ((4 * kN) % 8 == 0 ? 8 : 4);
-    for (std::int64_t g = lane; g < blocks; g += 32) {
-      std::uint16_t v[kBlock];
-      if (aligned16 && g < full_blocks) {
-        load_u16<kBlock, kBlockAlign>(x + g * kBlock, v);
-      } else {
-        load_u16_guarded<kBlock>(x + g * kBlock, columns_before<kBlock>(g * kBlock, a.k), v);
-      }
-      // Window w takes source positions 2w .. 2w+3.
-      std::uint16_t lifted[kLifted];
+    for (std::int64_t seg = sub; seg * kSegBlocks < blocks; seg += w_per_row) {
+      std::uint16_t v[kUnroll][kBlock];
 #pragma unroll
-      for (int w = 0; w < kN - 1; ++w) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) lifted[4 * w + j] = v[2 * w + j];
+      for (int u = 0; u < kUnroll; ++u) {  // block of (segment, u, lane): coalesced per u
+        std::int64_t const g = seg * kSegBlocks + u * 32 + lane;
+        if (aligned16 && g < full_blocks) {
+          load_u16<kBlock, kBlockAlign>(x + g * kBlock, v[u]);
+        } else {
+          load_u16_guarded<kBlock>(x + g * kBlock, g < blocks ? columns_before<kBlock>(g * kBlock, a.k) : 0, v[u]);
+        }
       }
-      std::uint32_t words[kOut == OutputType::kSame ? kLifted / 2 : kLifted / 4];
-      pack<kIn, kOut, kLifted>(lifted, inv_scale, words);
-      store_words(out + g * kLifted * kOutBytes, words);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        // Window w takes source positions 2w .. 2w+3.
+        std::uint16_t lifted[kLifted];
+#pragma unroll
+        for (int w = 0; w < kN - 1; ++w) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) lifted[4 * w + j] = v[u][2 * w + j];
+        }
+        std::uint32_t words[kWords];
+        pack<kIn, kOut, kLifted>(lifted, inv_scale, words);
+        store_words(stage + (u * 32 + lane) * kBlockBytes, words);
+      }
+      __syncwarp();
+      std::int64_t const seg_blocks = min(static_cast<std::int64_t>(kSegBlocks), blocks - seg * kSegBlocks);
+      int const seg_bytes = static_cast<int>(seg_blocks) * kBlockBytes;  // a multiple of 4
+      std::uint8_t* const dst = out + seg * kSegBlocks * kBlockBytes;    // 16-byte aligned
+      for (int i = lane; i < seg_bytes / 16; i += 32) {
+        reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<uint4 const*>(stage)[i];
+      }
+      for (int i = seg_bytes / 16 * 4 + lane; i < seg_bytes / 4; i += 32) {
+        reinterpret_cast<std::uint32_t*>(dst)[i] = reinterpret_cast<std::uint32_t const*>(stage)[i];
+      }
+      __syncwarp();  // the stage is rewritten by the next segment
     }
-    // Alignment tail [k_raw, k_lifted): zeros, one 32-bit word per lane step.
+    // Alignment tail [k_raw, k_lifted): zeros, one 32-bit word per thread step.
     std::int64_t const tail_words = (a.k_lifted - a.k_raw) * kOutBytes / 4;
     auto* const tail = reinterpret_cast<std::uint32_t*>(out + a.k_raw * kOutBytes);
-    for (std::int64_t i = lane; i < tail_words; i += 32) tail[i] = 0;
+    for (std::int64_t i = t; i < tail_words; i += row_threads) tail[i] = 0;
   }
 }
 
 template <InputType kIn, OutputType kOut>
 cudaError_t launch_for_pattern(QuantLiftArgs const& a, cudaStream_t stream) {
   dim3 const block(kWarpsPerBlock * 32);
-  dim3 const grid(static_cast<unsigned>((a.m + kWarpsPerBlock - 1) / kWarpsPerBlock));
+  int const rows_per_block = kWarpsPerBlock / a.warps_per_row;
+  dim3 const grid(static_cast<unsigned>((a.m + rows_per_block - 1) / rows_per_block));
   switch (a.n) {
 #define SLIDESPARSE_QUANT_LIFT_CASE(N) \
   case N: quant_lift_kernel<kIn, kOut, N><<<grid, block, 0, stream>>>(a); break;
@@ -252,6 +318,9 @@ cudaError_t launch_for_pattern(QuantLiftArgs const& a, cudaStream_t stream) {
 
 cudaError_t launch_quant_lift(QuantLiftArgs const& a, cudaStream_t stream) {
   if (a.m == 0) return cudaSuccess;
+  if (a.warps_per_row < 1 || a.warps_per_row > kWarpsPerBlock || kWarpsPerBlock % a.warps_per_row != 0) {
+    return cudaErrorInvalidValue;
+  }
   bool const bf16 = a.input == InputType::kBF16;
   switch (a.output) {
     case OutputType::kI8:

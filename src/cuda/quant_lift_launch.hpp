@@ -28,6 +28,7 @@ struct QuantLiftArgs {
   float* scales = nullptr;  ///< [m] (quantized outputs only)
   InputType input = InputType::kBF16;
   OutputType output = OutputType::kI8;
+  int warps_per_row = 1;    ///< 1, 2, 4 or 8 warps share a row (more when M is small)
 };
 
 /// Launches the kernel; returns the launch status (no synchronization).

@@ -118,6 +118,37 @@ TEST_F(QuantLiftGpu, HonoursARowStrideLargerThanK) {
   EXPECT_EQ(dout.download(), expected.bytes);
 }
 
+// No allocation, synchronization or host-side device work inside: the launch can be captured
+// in a CUDA graph, and the replay computes the same bytes.
+TEST_F(QuantLiftGpu, IsCapturableInACudaGraph) {
+  test::Rng rng(11);
+  SCOPED_TRACE(rng.describe());
+  std::int64_t const m = 5, k = 18944;
+  OwnedMatrix const x = random_activations(DType::kBF16, m, k, rng);
+  ActivationLayout const layout = ActivationLayout::slid(SparsityPattern::parse("6:8"), k);
+  OwnedMatrix expected(DType::kF8E4M3, m, layout.k_lifted());
+  std::vector<float> scales(static_cast<std::size_t>(m));
+  quantize_lift(x.cview(), layout, expected.view(), scales);
+  DeviceBuffer dx(x.bytes.size()), dout(expected.bytes.size()), dscales(4 * m);
+  dx.upload(x.bytes.data());
+  dout.fill(0xAB);
+  cudaStream_t stream = nullptr;
+  SLIDESPARSE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  SLIDESPARSE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+  cuda::quant_lift(dx.get(), DType::kBF16, m, k, layout, dout.get(), DType::kF8E4M3, dscales.as<float>(), stream);
+  SLIDESPARSE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  SLIDESPARSE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  EXPECT_EQ(dout.download()[0], std::byte{0xAB}) << "capture must not execute the kernel";
+  SLIDESPARSE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+  SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  EXPECT_EQ(dout.download(), expected.bytes);
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
 TEST(QuantLiftArguments, AreValidatedBeforeAnyLaunch) {
   ActivationLayout const odd = ActivationLayout::slid(SparsityPattern::parse("6:8"), 8, 4);  // K' = 12
   EXPECT_THROW(cuda::quant_lift(nullptr, DType::kBF16, 1, 8, odd, nullptr, DType::kI8, nullptr, nullptr), Error);
