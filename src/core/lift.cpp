@@ -80,13 +80,7 @@ void quantize_lift(ConstMatrixView x, ActivationLayout const& layout, MatrixView
       for (std::int64_t r = begin; r < end; ++r) {
         std::byte const* const src = x.row(r);
         std::byte* const dst = out.row(r);
-        float absmax = 0.0f;
-        for (std::int64_t c = 0; c < x.cols; ++c) {
-          // NaN-ignoring max (like fmaxf) without the libm call std::fmax compiles to.
-          float const a = std::fabs(Elem::to_float(load<Bits>(src + c * sizeof(Bits))));
-          absmax = a > absmax ? a : absmax;
-        }
-        float const scale = symmetric_scale(absmax, qmax);
+        float const scale = symmetric_scale(row_absmax<Elem>(src, x.cols), qmax);
         float const inv_scale = 1.0f / scale;
         scales[static_cast<std::size_t>(r)] = scale;
         for (std::size_t c = 0; c < gather.size(); ++c) {

@@ -17,33 +17,6 @@ float quant_max(DType qtype) {
 
 namespace {
 
-// NaN-ignoring max of |x| over a row (the fmaxf semantics of the contract), computed on the
-// magnitude bits: for sign-magnitude floats they order like |x|, and signed-integer max
-// reductions vectorize where a float max or std::fmax (a libm call here) would not.
-template <typename Elem>
-float row_absmax(std::byte const* __restrict src, std::int64_t cols) {
-  using Bits = typename Elem::Bits;
-  if constexpr (sizeof(Bits) == 2) {
-    constexpr std::int16_t kInf = Elem::kDType == DType::kBF16 ? 0x7F80 : 0x7C00;
-    std::int16_t best = 0;
-    for (std::int64_t c = 0; c < cols; ++c) {
-      auto key = static_cast<std::int16_t>(load<Bits>(src + c * sizeof(Bits)) & 0x7FFFu);
-      key = key > kInf ? std::int16_t{0} : key;  // NaN ignored
-      best = std::max(best, key);
-    }
-    return Elem::to_float(static_cast<Bits>(best));
-  } else {
-    static_assert(sizeof(Bits) == 4);
-    std::int32_t best = 0;
-    for (std::int64_t c = 0; c < cols; ++c) {
-      auto key = static_cast<std::int32_t>(load<Bits>(src + c * sizeof(Bits)) & 0x7FFFFFFFu);
-      key = key > 0x7F800000 ? 0 : key;
-      best = std::max(best, key);
-    }
-    return Elem::to_float(static_cast<Bits>(best));
-  }
-}
-
 // One row: absmax, scale, codes. Written with local restrict pointers and the target dtype as a
 // template parameter so the compiler keeps everything in registers and vectorizes both loops
 // (byte-typed stores would otherwise alias every captured pointer).

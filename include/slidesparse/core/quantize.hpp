@@ -12,6 +12,7 @@
 /// finite: with absmax = 0 the row quantizes to all zeros instead of 0 * inf = NaN.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -44,6 +45,33 @@ inline std::int8_t quantize_i8(float x, float inv_scale) noexcept {
 
 inline e4m3_t quantize_e4m3(float x, float inv_scale) noexcept {
   return float_to_e4m3_satfinite(x * inv_scale);
+}
+
+// NaN-ignoring max of |x| over a row (the fmaxf semantics of the contract), computed on the
+// magnitude bits: for sign-magnitude floats they order like |x|, and signed-integer max
+// reductions vectorize where a float max or std::fmax (a libm call here) would not.
+template <typename Elem>
+inline float row_absmax(std::byte const* __restrict src, std::int64_t cols) {
+  using Bits = typename Elem::Bits;
+  if constexpr (sizeof(Bits) == 2) {
+    constexpr std::int16_t kInf = Elem::kDType == DType::kBF16 ? 0x7F80 : 0x7C00;
+    std::int16_t best = 0;
+    for (std::int64_t c = 0; c < cols; ++c) {
+      auto key = static_cast<std::int16_t>(load<Bits>(src + c * sizeof(Bits)) & 0x7FFFu);
+      key = key > kInf ? std::int16_t{0} : key;  // NaN ignored
+      best = std::max(best, key);
+    }
+    return Elem::to_float(static_cast<Bits>(best));
+  } else {
+    static_assert(sizeof(Bits) == 4);
+    std::int32_t best = 0;
+    for (std::int64_t c = 0; c < cols; ++c) {
+      auto key = static_cast<std::int32_t>(load<Bits>(src + c * sizeof(Bits)) & 0x7FFFFFFFu);
+      key = key > 0x7F800000 ? 0 : key;
+      best = std::max(best, key);
+    }
+    return Elem::to_float(static_cast<Bits>(best));
+  }
 }
 
 /// Per-output-channel symmetric quantization of a [N, K] BF16/F16/F32 weight into I8 or
