@@ -20,11 +20,15 @@ int multiprocessors() {
 }
 
 // Warps per row: enough rows x warps to give every SM ~32 warps, while each warp keeps at
-// least ~512 columns of work.
+// least ~512 columns of work; and enough that the CTA's 8 / W staged rows fit a shared-memory
+// budget that leaves ~3 CTAs per SM (~64 KB each).
 int warps_per_row(std::int64_t m, std::int64_t k) {
+  constexpr std::int64_t kCtaRowBudget = 64 * 1024;
   std::int64_t const target = static_cast<std::int64_t>(multiprocessors()) * 32;
+  std::int64_t const row_bytes = (2 * k + 15) / 16 * 16;
   int w = 1;
   while (w < 8 && m * w < target && k / (2 * w) >= 512) w *= 2;
+  while (w < 8 && (8 / w) * row_bytes > kCtaRowBudget) w *= 2;
   return w;
 }
 
@@ -51,6 +55,10 @@ void quant_lift(void const* x, DType x_dtype, std::int64_t m, std::int64_t ldx,
   if (layout.k_lifted() % 16 != 0) {
     fail(ErrorKind::kUsage, "quant_lift: K' = {} must be a multiple of 16 (use a K alignment "
          "that is a multiple of 16)", layout.k_lifted());
+  }
+  if (2 * layout.k() > static_cast<std::int64_t>(detail::kMaxRowSharedBytes)) {
+    fail(ErrorKind::kUsage, "quant_lift: K = {} exceeds the {} columns a row staged in shared "
+         "memory can hold", layout.k(), detail::kMaxRowSharedBytes / 2);
   }
   if (m < 0 || ldx < layout.k()) {
     fail(ErrorKind::kUsage, "quant_lift: M = {} and row stride {} (K = {}) are invalid", m, ldx, layout.k());

@@ -159,45 +159,62 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32) quant_lift_kernel(QuantLi
   int const sub = warp % w_per_row;  // this warp's share of the row
   std::int64_t const row = static_cast<std::int64_t>(blockIdx.x) * (kWarpsPerBlock / w_per_row) + warp / w_per_row;
   bool const active = row < a.m;  // no early return: the CTA meets at __syncthreads below
-  // __restrict__: the output never aliases the input, so loads may move ahead of earlier stores.
-  std::uint16_t const* __restrict__ const x = static_cast<std::uint16_t const*>(a.x) + (active ? row : 0) * a.ldx;
+  std::uint16_t const* __restrict__ const x_global = static_cast<std::uint16_t const*>(a.x) + (active ? row : 0) * a.ldx;
   constexpr int kOutBytes = kOut == OutputType::kSame ? 2 : 1;
+  // __restrict__: the output never aliases the input, so loads may move ahead of earlier stores.
   std::uint8_t* __restrict__ const out = static_cast<std::uint8_t*>(a.out) + (active ? row : 0) * a.k_lifted * kOutBytes;
-  bool const aligned16 = (reinterpret_cast<std::uintptr_t>(x) & 15) == 0;
   int const t = sub * 32 + lane;  // thread index within the row's warps
   int const row_threads = w_per_row * 32;
 
-  float inv_scale = 1.0f;
-  if constexpr (kOut != OutputType::kSame) {
-    __shared__ float warp_absmax[kWarpsPerBlock];
-    float absmax = 0.0f;
-    if (active) {
-      if (aligned16) {
-        std::int64_t const vec_end = a.k / 8 * 8;
+  // Pass 1: the row's warps copy it into shared memory (16-byte loads where the global row is
+  // aligned) and reduce its absmax on the way, so pass 2 reads the row from shared memory and
+  // DRAM/L2 see each input byte once. Slot: 2K bytes rounded up to 16, 16-byte aligned.
+  extern __shared__ uint4 row_slots[];
+  std::int64_t const slot_vectors = (2 * a.k + 15) / 16;
+  auto* const slot = reinterpret_cast<std::uint16_t*>(row_slots + (warp / w_per_row) * slot_vectors);
+  float absmax = 0.0f;
+  if (active) {
+    if ((reinterpret_cast<std::uintptr_t>(x_global) & 15) == 0) {
+      std::int64_t const vec_end = a.k / 8;
 #pragma unroll 4
-        for (std::int64_t c = 8 * t; c < vec_end; c += 8 * row_threads) {
-          std::uint16_t v[8];
-          load_u16<8, 16>(x + c, v);
+      for (std::int64_t i = t; i < vec_end; i += row_threads) {
+        uint4 const w = reinterpret_cast<uint4 const*>(x_global)[i];
+        reinterpret_cast<uint4*>(slot)[i] = w;
+        if constexpr (kOut != OutputType::kSame) {
+          std::uint32_t const words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
-          for (int i = 0; i < 8; ++i) absmax = fmaxf(absmax, fabsf(to_float<kIn>(v[i])));
+          for (int j = 0; j < 4; ++j) {
+            absmax = fmaxf(absmax, fabsf(to_float<kIn>(static_cast<std::uint16_t>(words[j]))));
+            absmax = fmaxf(absmax, fabsf(to_float<kIn>(static_cast<std::uint16_t>(words[j] >> 16))));
+          }
         }
-        for (std::int64_t c = vec_end + t; c < a.k; c += row_threads) absmax = fmaxf(absmax, fabsf(to_float<kIn>(x[c])));
-      } else {
-        for (std::int64_t c = t; c < a.k; c += row_threads) absmax = fmaxf(absmax, fabsf(to_float<kIn>(x[c])));
+      }
+      for (std::int64_t c = vec_end * 8 + t; c < a.k; c += row_threads) {
+        slot[c] = x_global[c];
+        absmax = fmaxf(absmax, fabsf(to_float<kIn>(x_global[c])));
+      }
+    } else {
+      for (std::int64_t c = t; c < a.k; c += row_threads) {
+        slot[c] = x_global[c];
+        absmax = fmaxf(absmax, fabsf(to_float<kIn>(x_global[c])));
       }
     }
-    absmax = warp_max(absmax);  // fmaxf ignores NaN, like the CPU reference
-    if (w_per_row > 1) {
-      if (lane == 0) warp_absmax[warp] = absmax;
-      __syncthreads();
-      int const first = warp - sub;
-      for (int i = 0; i < w_per_row; ++i) absmax = fmaxf(absmax, warp_absmax[first + i]);
-    }
+  }
+  __shared__ float warp_absmax[kWarpsPerBlock];
+  absmax = warp_max(absmax);  // fmaxf ignores NaN, like the CPU reference
+  if (lane == 0) warp_absmax[warp] = absmax;
+  __syncthreads();  // the slot and the per-warp maxima are complete
+  float inv_scale = 1.0f;
+  if constexpr (kOut != OutputType::kSame) {
+    int const first = warp - sub;
+    for (int i = 0; i < w_per_row; ++i) absmax = fmaxf(absmax, warp_absmax[first + i]);
     float const scale = fmaxf(absmax, kScaleFloor) / quant_max<kOut>();
     inv_scale = 1.0f / scale;
     if (active && t == 0) a.scales[row] = scale;
   }
   if (!active) return;
+  std::uint16_t const* const x = slot;  // pass 2 reads shared memory, 16-byte aligned
+  constexpr bool aligned16 = true;
 
   if constexpr (kN == 0) {
     // Identity layout: chunks of 16 columns -> 16 outputs (16 or 32 bytes, 16-byte stores that
@@ -289,9 +306,20 @@ cudaError_t launch_for_pattern(QuantLiftArgs const& a, cudaStream_t stream) {
   dim3 const block(kWarpsPerBlock * 32);
   int const rows_per_block = kWarpsPerBlock / a.warps_per_row;
   dim3 const grid(static_cast<unsigned>((a.m + rows_per_block - 1) / rows_per_block));
+  std::size_t const smem = static_cast<std::size_t>(rows_per_block) * static_cast<std::size_t>((2 * a.k + 15) / 16 * 16);
+  if (smem > kMaxRowSharedBytes) return cudaErrorInvalidValue;
   switch (a.n) {
-#define SLIDESPARSE_QUANT_LIFT_CASE(N) \
-  case N: quant_lift_kernel<kIn, kOut, N><<<grid, block, 0, stream>>>(a); break;
+#define SLIDESPARSE_QUANT_LIFT_CASE(N)                                                              \
+  case N: {                                                                                         \
+    /* Opt in to more than 48 KB of dynamic shared memory, once per instantiation (a host-side   */ \
+    /* attribute, not stream work: capture-safe).                                                */ \
+    static cudaError_t const opt_in = cudaFuncSetAttribute(                                         \
+        quant_lift_kernel<kIn, kOut, N>, cudaFuncAttributeMaxDynamicSharedMemorySize,               \
+        static_cast<int>(kMaxRowSharedBytes));                                                      \
+    if (opt_in != cudaSuccess) return opt_in;                                                       \
+    quant_lift_kernel<kIn, kOut, N><<<grid, block, smem, stream>>>(a);                              \
+    break;                                                                                          \
+  }
     SLIDESPARSE_QUANT_LIFT_CASE(0)
     SLIDESPARSE_QUANT_LIFT_CASE(2)
     SLIDESPARSE_QUANT_LIFT_CASE(3)

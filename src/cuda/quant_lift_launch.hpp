@@ -3,6 +3,7 @@
 /// host wrapper (.cpp). Kept free of fmt and of the core headers so nvcc never parses them.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include <cuda_runtime.h>
@@ -30,6 +31,11 @@ struct QuantLiftArgs {
   OutputType output = OutputType::kI8;
   int warps_per_row = 1;    ///< 1, 2, 4 or 8 warps share a row (more when M is small)
 };
+
+/// Shared memory a CTA may use for staged rows (rows per CTA * round_up(2K, 16) bytes); the
+/// host picks warps_per_row so the CTA's rows fit. Below the H100/A100 per-block maximum
+/// (227 / 163 KB) with room for the kernel's static shared memory.
+inline constexpr std::size_t kMaxRowSharedBytes = 150 * 1024;
 
 /// Launches the kernel; returns the launch status (no synchronization).
 cudaError_t launch_quant_lift(QuantLiftArgs const& args, cudaStream_t stream);
