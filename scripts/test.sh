@@ -9,6 +9,10 @@ cd "$root"
 jobs=$(nproc)
 
 echo "=== tests: release build (build/) ==="
+# Say up front whether the GPU tests will run or skip (ctest lists skips without the reason).
+if [[ -x build/tests/gpu_tests ]]; then
+  echo "GPU: $(build/bin/slidesparse info | tail -n 1) (GPU tests skip without a usable GPU)"
+fi
 ctest --test-dir build --output-on-failure -j "$jobs"
 
 echo "=== tests: AddressSanitizer + UndefinedBehaviorSanitizer build (build-asan/) ==="
