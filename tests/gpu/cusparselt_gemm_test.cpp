@@ -3,6 +3,7 @@
 // dense weight computed on the CPU. INT8 with INT32 accumulation is exact, so is FP8/BF16 with
 // small-integer inputs (every product and partial sum is an exactly representable integer).
 #include "slidesparse/cuda/cusparselt_gemm.hpp"
+#include "slidesparse/cuda/cublaslt_gemm.hpp"
 
 #include "common/test_util.hpp"
 #include "gpu/gpu_test_util.hpp"
@@ -66,6 +67,22 @@ TEST_F(CusparseltGemmGpu, SlidSparseProductEqualsTheDensePrunedProductExactly) {
     SLIDESPARSE_CUDA_CHECK(cudaDeviceSynchronize());
     EXPECT_GT(gemm.device_bytes(), 0u);
     auto const got = dy.download();
+
+    // The dense baseline on the same pruned weight (identity layout, K zero-padded to 32) must
+    // produce the same bytes: same products, same output type.
+    ActivationLayout const dense = ActivationLayout::dense(c.k);
+    OwnedMatrix wd(c.in, c.n, dense.k_lifted()), xd(c.in, c.m, dense.k_lifted());
+    lift(w.cview(), dense, wd.view());
+    lift(x.cview(), dense, xd.view());
+    DeviceBuffer dwd(wd.bytes.size()), dxd(xd.bytes.size()), dyd(dy.size());
+    dwd.upload(wd.bytes.data());
+    dxd.upload(xd.bytes.data());
+    dyd.fill(0xCD);
+    cuda::CublasltGemm dense_gemm(dwd.get(), c.in, c.out, c.n, dense.k_lifted());
+    dense_gemm.run(dxd.get(), dyd.get(), c.m, 1.0f, nullptr);
+    SLIDESPARSE_CUDA_CHECK(cudaDeviceSynchronize());
+    EXPECT_EQ(dyd.download(), got) << "SlideSparse and dense outputs differ";
+
     int mismatches = 0;
     for (std::int64_t i = 0; i < c.m && mismatches < 5; ++i) {
       for (std::int64_t j = 0; j < c.n && mismatches < 5; ++j) {
@@ -86,6 +103,11 @@ TEST_F(CusparseltGemmGpu, SlidSparseProductEqualsTheDensePrunedProductExactly) {
       }
     }
   }
+}
+
+TEST(CublasltGemmArguments, RejectsUnsupportedShapesAndTypes) {
+  EXPECT_THROW(cuda::CublasltGemm(nullptr, DType::kI8, DType::kBF16, 64, 96), Error);  // refused by cuBLASLt 13
+  EXPECT_THROW(cuda::CublasltGemm(nullptr, DType::kBF16, DType::kBF16, 64, 100), Error);
 }
 
 TEST(CusparseltGemmArguments, RejectsUnsupportedShapesAndTypes) {
