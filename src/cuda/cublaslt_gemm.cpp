@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "cuda_data_type.hpp"
 #include "slidesparse/cuda/check.hpp"
 
 namespace slidesparse::cuda {
@@ -23,17 +24,7 @@ namespace {
     }                                                                         \
   } while (0)
 
-cudaDataType cuda_type(DType dtype) {
-  switch (dtype) {
-    case DType::kI8: return CUDA_R_8I;
-    case DType::kF8E4M3: return CUDA_R_8F_E4M3;
-    case DType::kBF16: return CUDA_R_16BF;
-    case DType::kF16: return CUDA_R_16F;
-    case DType::kI32: return CUDA_R_32I;
-    case DType::kF32: return CUDA_R_32F;
-    default: fail(ErrorKind::kUsage, "cuBLASLt GEMM: unsupported dtype {}", dtype_name(dtype));
-  }
-}
+cudaDataType cuda_type(DType dtype) { return detail::cuda_data_type(dtype, "cuBLASLt"); }
 
 bool supported(DType in, DType out) {
   switch (in) {

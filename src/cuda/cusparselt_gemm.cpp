@@ -2,6 +2,7 @@
 
 #include <cusparseLt.h>
 
+#include "cuda_data_type.hpp"
 #include "slidesparse/cuda/check.hpp"
 
 namespace slidesparse::cuda {
@@ -20,17 +21,7 @@ namespace {
     }                                                                                \
   } while (0)
 
-cudaDataType cuda_type(DType dtype) {
-  switch (dtype) {
-    case DType::kI8: return CUDA_R_8I;
-    case DType::kF8E4M3: return CUDA_R_8F_E4M3;
-    case DType::kBF16: return CUDA_R_16BF;
-    case DType::kF16: return CUDA_R_16F;
-    case DType::kI32: return CUDA_R_32I;
-    case DType::kF32: return CUDA_R_32F;
-    default: fail(ErrorKind::kUsage, "cuSPARSELt GEMM: unsupported dtype {}", dtype_name(dtype));
-  }
-}
+cudaDataType cuda_type(DType dtype) { return detail::cuda_data_type(dtype, "cuSPARSELt"); }
 
 // Input -> output combinations cuSPARSELt supports on sm90 (brief section 3).
 bool supported(DType in, DType out) {
