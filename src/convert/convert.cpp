@@ -321,7 +321,7 @@ ConvertReport convert_checkpoint(fs::path const& in_dir, fs::path const& out_dir
   }
   staging.commit();
 
-  for (auto const& t : ckpt.tensors()) report.bytes_read += t.nbytes();
+  report.bytes_read = total_bytes;
   report.bytes_written = total_size;
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return report;
