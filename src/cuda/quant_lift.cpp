@@ -1,5 +1,7 @@
 #include "slidesparse/cuda/quant_lift.hpp"
 
+#include <atomic>
+
 #include "quant_lift_launch.hpp"
 #include "slidesparse/cuda/check.hpp"
 
@@ -7,16 +9,19 @@ namespace slidesparse::cuda {
 namespace {
 
 // Multiprocessors of the current device, read once per device (a host query: no stream work,
-// so launches stay graph-capturable).
+// so launches stay graph-capturable). Atomic slots: launches may come from several threads.
 int multiprocessors() {
-  static int cached[64] = {};
+  constexpr int kCachedDevices = 64;
+  static std::atomic<int> cached[kCachedDevices] = {};
   int device = 0;
   SLIDESPARSE_CUDA_CHECK(cudaGetDevice(&device));
-  if (device < 0 || device >= 64) return 132;
-  if (cached[device] == 0) {
-    SLIDESPARSE_CUDA_CHECK(cudaDeviceGetAttribute(&cached[device], cudaDevAttrMultiProcessorCount, device));
+  if (device >= 0 && device < kCachedDevices) {
+    if (int const known = cached[device].load(std::memory_order_relaxed)) return known;
   }
-  return cached[device];
+  int count = 0;
+  SLIDESPARSE_CUDA_CHECK(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device));
+  if (device >= 0 && device < kCachedDevices) cached[device].store(count, std::memory_order_relaxed);
+  return count;
 }
 
 // Warps per row: enough rows x warps to give every SM ~32 warps, while each warp keeps at
