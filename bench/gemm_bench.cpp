@@ -18,6 +18,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "bench_timing.hpp"
 #include "slidesparse/core/lift.hpp"
 #include "slidesparse/core/prune.hpp"
 #include "slidesparse/core/slide.hpp"
@@ -42,26 +43,10 @@ struct DeviceMemory {
   ~DeviceMemory() { cudaFree(p); }
 };
 
+// 3 warm-up calls, 20 timed single calls, median.
 template <typename F>
 double median_us(F&& call, int sets) {
-  cudaEvent_t a, b;
-  SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&a));
-  SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) call(i % sets);
-  std::vector<double> us;
-  for (int i = 0; i < 20; ++i) {
-    SLIDESPARSE_CUDA_CHECK(cudaEventRecord(a));
-    call(i % sets);
-    SLIDESPARSE_CUDA_CHECK(cudaEventRecord(b));
-    SLIDESPARSE_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    SLIDESPARSE_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    us.push_back(1000.0 * ms);
-  }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
-  std::sort(us.begin(), us.end());
-  return us[us.size() / 2];
+  return bench::time_calls(sets, 3, 20, 1, call).median_us;
 }
 
 // Random weight codes [n, k]: FP8 E4M3 values in +-[0.5, 4) or INT8 in [-127, 127], no zeros.

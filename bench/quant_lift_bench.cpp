@@ -21,6 +21,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "bench_timing.hpp"
 #include "slidesparse/cuda/check.hpp"
 #include "slidesparse/cuda/device_info.hpp"
 #include "slidesparse/cuda/quant_lift.hpp"
@@ -29,32 +30,12 @@ namespace {
 
 using namespace slidesparse;
 
-struct Timing {
-  double median_us, min_us, max_us;
-};
+using bench::Timing;
 
+// 5 warm-up launches, 30 samples of 10 back-to-back launches.
 template <typename F>
 Timing time_launches(int sets, F&& launch) {
-  cudaEvent_t start, stop;
-  SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&start));
-  SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&stop));
-  constexpr int kBatch = 10;
-  for (int i = 0; i < 5; ++i) launch(i % sets);
-  std::vector<double> us;
-  int next = 0;
-  for (int i = 0; i < 30; ++i) {
-    SLIDESPARSE_CUDA_CHECK(cudaEventRecord(start));
-    for (int j = 0; j < kBatch; ++j) launch(next++ % sets);
-    SLIDESPARSE_CUDA_CHECK(cudaEventRecord(stop));
-    SLIDESPARSE_CUDA_CHECK(cudaEventSynchronize(stop));
-    float ms = 0;
-    SLIDESPARSE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-    us.push_back(1000.0 * ms / kBatch);
-  }
-  SLIDESPARSE_CUDA_CHECK(cudaEventDestroy(start));
-  SLIDESPARSE_CUDA_CHECK(cudaEventDestroy(stop));
-  std::sort(us.begin(), us.end());
-  return {us[us.size() / 2], us.front(), us.back()};
+  return bench::time_calls(sets, 5, 30, 10, launch);
 }
 
 }  // namespace
