@@ -18,5 +18,6 @@ Command register_inspect(CLI::App& app);
 Command register_synth(CLI::App& app);
 Command register_demo(CLI::App& app);
 Command register_info(CLI::App& app);
+Command register_bench(CLI::App& app);
 
 }  // namespace slidesparse::cli

@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   add(cli::register_synth);
   add(cli::register_demo);
   add(cli::register_info);
+  add(cli::register_bench);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

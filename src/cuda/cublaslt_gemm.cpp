@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "cuda_data_type.hpp"
+#include "gemm_tuning.hpp"
 #include "slidesparse/cuda/check.hpp"
+#include "slidesparse/io/tuning_cache.hpp"
 
 namespace slidesparse::cuda {
 namespace {
@@ -53,7 +55,10 @@ struct CublasltGemm::Plan {
   std::int64_t m = 0;
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
-  cublasLtMatmulAlgo_t algo{};
+  cublasLtMatmulAlgo_t algo{};          ///< tuned at m
+  std::int64_t current_m = 0;            ///< the M the layouts b and d describe now
+  cublasLtMatmulAlgo_t current_algo{};   ///< algo, or the top heuristic where algo does not apply to current_m
+  bool tuned_from_cache = false;
   ~Plan() {
     if (d) cublasLtMatrixLayoutDestroy(d);
     if (b) cublasLtMatrixLayoutDestroy(b);
@@ -63,12 +68,16 @@ struct CublasltGemm::Plan {
 };
 
 CublasltGemm::CublasltGemm(void const* weight, DType input_dtype, DType output_dtype, std::int64_t n,
-                           std::int64_t k)
-    : weight_(weight), input_dtype_(input_dtype), output_dtype_(output_dtype), n_(n), k_(k),
-      context_(std::make_unique<Context>()) {
+                           std::int64_t k, io::TuningCache* tuning, bool outer_vector_scales)
+    : weight_(weight), input_dtype_(input_dtype), output_dtype_(output_dtype), n_(n), k_(k), tuning_(tuning),
+      outer_vector_scales_(outer_vector_scales),
+      library_version_(fmt::format("cublaslt-{}", cublasLtGetVersion())), context_(std::make_unique<Context>()) {
   if (!supported(input_dtype, output_dtype)) {
     fail(ErrorKind::kUsage, "cuBLASLt GEMM: {} inputs with {} output are not supported",
          dtype_name(input_dtype), dtype_name(output_dtype));
+  }
+  if (outer_vector_scales && (input_dtype != DType::kF8E4M3 || (output_dtype != DType::kBF16 && output_dtype != DType::kF16))) {
+    fail(ErrorKind::kUsage, "cuBLASLt GEMM: outer-vector scales need FP8 inputs and a BF16/F16 output");
   }
   if (n <= 0 || k <= 0 || k % 16 != 0 || n % 8 != 0) {
     fail(ErrorKind::kUsage, "cuBLASLt GEMM: N = {} must be a positive multiple of 8 and K = {} of 16", n, k);
@@ -83,6 +92,20 @@ CublasltGemm::~CublasltGemm() {
 }
 
 std::size_t CublasltGemm::device_bytes() const noexcept { return kWorkspaceBytes; }
+
+bool CublasltGemm::has_plan(std::int64_t m) const noexcept {
+  for (auto const& p : plans_) {
+    if (p->m == m) return true;
+  }
+  return false;
+}
+
+bool CublasltGemm::tuned_from_cache(std::int64_t plan_m) const noexcept {
+  for (auto const& p : plans_) {
+    if (p->m == plan_m) return p->tuned_from_cache;
+  }
+  return false;
+}
 
 CublasltGemm::Plan& CublasltGemm::plan_for(std::int64_t m, void const* x, void* y, cudaStream_t stream) {
   for (auto it = plans_.begin(); it != plans_.end(); ++it) {
@@ -100,12 +123,41 @@ CublasltGemm::Plan& CublasltGemm::plan_for(std::int64_t m, void const* x, void* 
   cublasOperation_t const trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
   SLIDESPARSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof trans_a));
   SLIDESPARSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof trans_b));
+  if (outer_vector_scales_) {
+    // GEMM rows are the output channels (A = W), columns the tokens (B = X'): scale A per row
+    // with scale_w, B per column with scale_x.
+    cublasLtMatmulMatrixScale_t const mode = CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F;
+    SLIDESPARSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &mode, sizeof mode));
+    SLIDESPARSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &mode, sizeof mode));
+    SLIDESPARSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &scale_w_, sizeof scale_w_));
+    SLIDESPARSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &scale_x_, sizeof scale_x_));
+  }
   SLIDESPARSE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, cuda_type(input_dtype_), static_cast<std::uint64_t>(k_),
                                                       static_cast<std::uint64_t>(n_), k_));
   SLIDESPARSE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, cuda_type(input_dtype_), static_cast<std::uint64_t>(k_),
                                                       static_cast<std::uint64_t>(m), k_));
   SLIDESPARSE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.d, cuda_type(output_dtype_), static_cast<std::uint64_t>(n_),
                                                       static_cast<std::uint64_t>(m), n_));
+  p.current_m = m;
+  std::string const key = tuning_ ? detail::gemm_tuning_key(outer_vector_scales_ ? "cublaslt-outer-vec" : "cublaslt", library_version_, input_dtype_,
+                                                            output_dtype_, n_, k_, m) : "";
+  if (!key.empty()) {
+    if (auto const entry = tuning_->find(key); entry && entry->contains("algo") && (*entry)["algo"].is_array() &&
+                                               (*entry)["algo"].size() == std::size(p.algo.data)) {
+      for (std::size_t i = 0; i < std::size(p.algo.data); ++i) p.algo.data[i] = (*entry)["algo"][i].get<std::uint64_t>();
+      cublasLtMatmulHeuristicResult_t check{};
+      // The stored algorithm must still be valid here (same library, same problem) and fit
+      // the workspace; otherwise tune again.
+      if (cublasLtMatmulAlgoCheck(context_->handle, p.desc, p.a, p.b, p.d, p.d, &p.algo, &check) ==
+              CUBLAS_STATUS_SUCCESS && check.workspaceSize <= kWorkspaceBytes) {
+        p.current_algo = p.algo;
+        p.tuned_from_cache = true;
+        plans_.push_front(std::move(plan));
+        if (plans_.size() > kMaxPlans) plans_.pop_back();
+        return *plans_.front();
+      }
+    }
+  }
   cublasLtMatmulPreference_t preference = nullptr;
   SLIDESPARSE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference));
   std::size_t const workspace = kWorkspaceBytes;
@@ -161,14 +213,61 @@ CublasltGemm::Plan& CublasltGemm::plan_for(std::int64_t m, void const* x, void* 
   cudaEventDestroy(stop);
   if (best < 0) fail(ErrorKind::kInternal, "cuBLASLt: none of {} candidate algorithms ran", found);
   p.algo = results[best].algo;
+  p.current_algo = p.algo;
+  if (!key.empty()) {
+    nlohmann::json algo = nlohmann::json::array();
+    for (std::uint64_t const word : p.algo.data) algo.push_back(word);
+    tuning_->put(key, {{"algo", algo}, {"ms", best_ms}, {"candidates", found}, {"tuned", detail::tuning_date()}});
+  }
   plans_.push_front(std::move(plan));
   if (plans_.size() > kMaxPlans) plans_.pop_back();  // plans hold no device memory
   return *plans_.front();
 }
 
-void CublasltGemm::run(void const* x, void* y, std::int64_t m, float alpha, cudaStream_t stream) {
-  if (m <= 0) fail(ErrorKind::kUsage, "cuBLASLt GEMM: M = {} must be positive", m);
-  Plan& p = plan_for(m, x, y, stream);
+void CublasltGemm::run(void const* x, void* y, std::int64_t m, float alpha, cudaStream_t stream,
+                       std::int64_t plan_m, float const* scale_w, float const* scale_x) {
+  if (plan_m == 0) plan_m = m;
+  if (outer_vector_scales_ && (!scale_w || !scale_x || alpha != 1.0f)) {
+    fail(ErrorKind::kUsage, "cuBLASLt GEMM with outer-vector scales needs both scale vectors and alpha = 1");
+  }
+  scale_w_ = scale_w;
+  scale_x_ = scale_x;
+  if (m <= 0 || m > plan_m) fail(ErrorKind::kUsage, "cuBLASLt GEMM: M = {} must be positive and at most the plan's M = {}", m, plan_m);
+  Plan& p = plan_for(plan_m, x, y, stream);
+  if (outer_vector_scales_) {  // host-side attribute updates: allowed on the hot path
+    SLIDESPARSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &scale_w_, sizeof scale_w_));
+    SLIDESPARSE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &scale_x_, sizeof scale_x_));
+  }
+  if (p.current_m != m) {
+    // Host-side only: the layouts of X and Y take the new column count, and the algorithm
+    // tuned at plan_m is kept if cuBLASLt confirms it applies to m.
+    auto const cols = static_cast<std::uint64_t>(m);
+    SLIDESPARSE_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(p.b, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols));
+    SLIDESPARSE_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(p.d, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols));
+    p.current_m = m;
+    cublasLtMatmulHeuristicResult_t check{};
+    if (cublasLtMatmulAlgoCheck(context_->handle, p.desc, p.a, p.b, p.d, p.d, &p.algo, &check) ==
+            CUBLAS_STATUS_SUCCESS && check.workspaceSize <= kWorkspaceBytes) {
+      p.current_algo = p.algo;
+    } else {
+      cublasLtMatmulPreference_t preference = nullptr;
+      SLIDESPARSE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference));
+      std::size_t const workspace = kWorkspaceBytes;
+      cublasLtMatmulHeuristicResult_t result{};
+      int found = 0;
+      cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(
+          preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof workspace);
+      if (status == CUBLAS_STATUS_SUCCESS) {
+        status = cublasLtMatmulAlgoGetHeuristic(context_->handle, p.desc, p.a, p.b, p.d, p.d, preference, 1,
+                                                &result, &found);
+      }
+      cublasLtMatmulPreferenceDestroy(preference);
+      if (status != CUBLAS_STATUS_SUCCESS || found == 0) {
+        fail(ErrorKind::kUsage, "cuBLASLt offers no algorithm for M = {}, N = {}, K = {}", m, n_, k_);
+      }
+      p.current_algo = result.algo;
+    }
+  }
   bool const integer = input_dtype_ == DType::kI8;
   auto const alpha_i = static_cast<std::int32_t>(alpha);
   std::int32_t const beta_i = 0;
@@ -178,7 +277,7 @@ void CublasltGemm::run(void const* x, void* y, std::int64_t m, float alpha, cuda
   }
   SLIDESPARSE_CUBLAS_CHECK(cublasLtMatmul(
       context_->handle, p.desc, integer ? static_cast<void const*>(&alpha_i) : &alpha, weight_, p.a, x, p.b,
-      integer ? static_cast<void const*>(&beta_i) : &beta_f, y, p.d, y, p.d, &p.algo, context_->workspace,
+      integer ? static_cast<void const*>(&beta_i) : &beta_f, y, p.d, y, p.d, &p.current_algo, context_->workspace,
       kWorkspaceBytes, stream));
 }
 

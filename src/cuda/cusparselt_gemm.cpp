@@ -2,8 +2,12 @@
 
 #include <cusparseLt.h>
 
+#include <array>
+
 #include "cuda_data_type.hpp"
+#include "gemm_tuning.hpp"
 #include "slidesparse/cuda/check.hpp"
+#include "slidesparse/io/tuning_cache.hpp"
 
 namespace slidesparse::cuda {
 namespace {
@@ -44,6 +48,16 @@ constexpr std::size_t kCompressedGuardBytes = std::size_t{1} << 20;
 // has been reported to hang on sm90; such layers keep the default configuration.
 constexpr std::int64_t kMinNForSearch = 400;
 
+// What MatmulSearch chooses and the tuning cache stores: the kernel configuration and its
+// split-K setting. Restored on a fresh AlgSelection before PlanInit, so the workspace size is
+// recomputed for the exact problem (a split-K config needs workspace that grows with M).
+constexpr std::array<std::pair<cusparseLtMatmulAlgAttribute_t, char const*>, 4> kTunedAttributes = {{
+    {CUSPARSELT_MATMUL_ALG_CONFIG_ID, "config_id"},
+    {CUSPARSELT_MATMUL_SPLIT_K, "split_k"},
+    {CUSPARSELT_MATMUL_SPLIT_K_MODE, "split_k_mode"},
+    {CUSPARSELT_MATMUL_SPLIT_K_BUFFERS, "split_k_buffers"},
+}};
+
 }  // namespace
 
 struct CusparseltGemm::Context {
@@ -70,6 +84,7 @@ struct CusparseltGemm::Plan {
   void* workspace = nullptr;
   std::size_t workspace_bytes = 0;
   int ready = 0;  ///< how many of the objects above exist (destroyed in reverse order)
+  bool tuned_from_cache = false;
   ~Plan() {
     if (workspace) cudaFree(workspace);
     if (ready >= 4) cusparseLtMatmulPlanDestroy(&plan);
@@ -80,9 +95,10 @@ struct CusparseltGemm::Plan {
 };
 
 CusparseltGemm::CusparseltGemm(void const* weight, DType input_dtype, DType output_dtype,
-                               std::int64_t n, std::int64_t k_lifted, cudaStream_t stream)
+                               std::int64_t n, std::int64_t k_lifted, cudaStream_t stream,
+                               io::TuningCache* tuning)
     : input_dtype_(input_dtype), output_dtype_(output_dtype), n_(n), k_lifted_(k_lifted),
-      context_(std::make_unique<Context>()) {
+      tuning_(tuning), context_(std::make_unique<Context>()) {
   if (!supported(input_dtype, output_dtype)) {
     fail(ErrorKind::kUsage, "cuSPARSELt GEMM: {} inputs with {} output are not supported",
          dtype_name(input_dtype), dtype_name(output_dtype));
@@ -95,6 +111,9 @@ CusparseltGemm::CusparseltGemm(void const* weight, DType input_dtype, DType outp
   Context& c = *context_;
   SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtInit(&c.handle));
   c.handle_ready = true;
+  int version = 0;
+  SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtGetVersion(&c.handle, &version));
+  library_version_ = fmt::format("cusparselt-{}", version);
   SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtStructuredDescriptorInit(
       &c.handle, &c.weight_desc, k_lifted, n, k_lifted, 16, cuda_type(input_dtype),
       CUSPARSE_ORDER_COL, CUSPARSELT_SPARSITY_50_PERCENT));
@@ -125,6 +144,24 @@ std::size_t CusparseltGemm::device_bytes() const noexcept {
   return bytes;
 }
 
+std::size_t CusparseltGemm::compressed_bytes() const noexcept {
+  return context_->compressed_bytes + kCompressedGuardBytes;
+}
+
+bool CusparseltGemm::has_plan(std::int64_t m) const noexcept {
+  for (auto const& p : plans_) {
+    if (p->m == m) return true;
+  }
+  return false;
+}
+
+bool CusparseltGemm::tuned_from_cache(std::int64_t m) const noexcept {
+  for (auto const& p : plans_) {
+    if (p->m == m) return p->tuned_from_cache;
+  }
+  return false;
+}
+
 CusparseltGemm::Plan& CusparseltGemm::plan_for(std::int64_t m, void const* x_lifted, void* y,
                                                cudaStream_t stream) {
   for (auto it = plans_.begin(); it != plans_.end(); ++it) {
@@ -151,11 +188,38 @@ CusparseltGemm::Plan& CusparseltGemm::plan_for(std::int64_t m, void const* x_lif
   SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulAlgSelectionInit(&c.handle, &p.selection, &p.matmul,
                                                                 CUSPARSELT_MATMUL_ALG_DEFAULT));
   p.ready = 3;
+  bool const searchable = n_ >= kMinNForSearch;
+  std::string const key = searchable && tuning_
+      ? detail::gemm_tuning_key("cusparselt", library_version_, input_dtype_, output_dtype_, n_, k_lifted_, m) : "";
+  bool restored = false;
+  if (!key.empty()) {
+    if (auto const entry = tuning_->find(key); entry && entry->is_object()) {
+      restored = true;
+      for (auto const& [attribute, name] : kTunedAttributes) {
+        auto const value = entry->find(name);
+        int v = 0;
+        if (value == entry->end() || !value->is_number_integer()) { restored = false; break; }
+        v = value->get<int>();
+        if (cusparseLtMatmulAlgSetAttribute(&c.handle, &p.selection, attribute, &v, sizeof v) != CUSPARSE_STATUS_SUCCESS) {
+          restored = false;  // not valid for this library: search again
+          break;
+        }
+      }
+      if (!restored) {  // start from a clean selection
+        cusparseLtMatmulAlgSelectionDestroy(&p.selection);
+        p.ready = 2;
+        SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulAlgSelectionInit(&c.handle, &p.selection, &p.matmul,
+                                                                      CUSPARSELT_MATMUL_ALG_DEFAULT));
+        p.ready = 3;
+      }
+    }
+  }
   SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulPlanInit(&c.handle, &p.plan, &p.matmul, &p.selection));
   p.ready = 4;
   SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulGetWorkspace(&c.handle, &p.plan, &p.workspace_bytes));
   if (p.workspace_bytes) SLIDESPARSE_CUDA_CHECK(cudaMalloc(&p.workspace, p.workspace_bytes));
-  if (n_ >= kMinNForSearch) {
+  p.tuned_from_cache = restored;
+  if (searchable && !restored) {
     float const alpha = 1.0f, beta = 0.0f;
     SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulSearch(&c.handle, &p.plan, &alpha, c.compressed, x_lifted,
                                                         &beta, y, y, p.workspace, &stream, 1));
@@ -168,6 +232,15 @@ CusparseltGemm::Plan& CusparseltGemm::plan_for(std::int64_t m, void const* x_lif
       p.workspace = nullptr;
       SLIDESPARSE_CUDA_CHECK(cudaMalloc(&p.workspace, needed));
       p.workspace_bytes = needed;
+    }
+    if (!key.empty()) {
+      nlohmann::json entry = {{"tuned", detail::tuning_date()}};
+      for (auto const& [attribute, name] : kTunedAttributes) {
+        int v = 0;
+        SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulAlgGetAttribute(&c.handle, &p.selection, attribute, &v, sizeof v));
+        entry[name] = v;
+      }
+      tuning_->put(key, std::move(entry));
     }
   }
   plans_.push_front(std::move(plan));

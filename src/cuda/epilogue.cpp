@@ -5,21 +5,36 @@
 
 namespace slidesparse::cuda {
 
-void dequantize_output(void const* acc, DType acc_dtype, std::int64_t m, std::int64_t n,
-                       float const* scale_x, float const* scale_w, float const* bias, void* y,
-                       DType y_dtype, cudaStream_t stream) {
-  if (acc_dtype != DType::kI32 && acc_dtype != DType::kF32) {
-    fail(ErrorKind::kUsage, "dequantize_output: accumulator must be I32 or F32, got {}", dtype_name(acc_dtype));
+void dequantize_output(void const* acc, DType acc_dtype, std::int64_t ld_acc, std::int64_t m,
+                       std::int64_t n, float const* scale_x, float const* scale_w,
+                       float const* bias, void* y, DType y_dtype, cudaStream_t stream) {
+  detail::DequantArgs args;
+  bool quantized = true;
+  switch (acc_dtype) {
+    case DType::kI32: args.acc_kind = detail::AccKind::kI32; break;
+    case DType::kF32: args.acc_kind = detail::AccKind::kF32; break;
+    case DType::kBF16: args.acc_kind = detail::AccKind::kBF16, quantized = false; break;
+    case DType::kF16: args.acc_kind = detail::AccKind::kF16, quantized = false; break;
+    default:
+      fail(ErrorKind::kUsage, "dequantize_output: accumulator must be I32, F32, BF16 or F16, got {}",
+           dtype_name(acc_dtype));
   }
   if (y_dtype != DType::kBF16 && y_dtype != DType::kF16) {
     fail(ErrorKind::kUsage, "dequantize_output: output must be BF16 or F16, got {}", dtype_name(y_dtype));
   }
-  if (m < 0 || n < 0 || ((m > 0 && n > 0) && (!acc || !scale_x || !scale_w || !y))) {
-    fail(ErrorKind::kUsage, "dequantize_output: invalid shape [{}, {}] or null buffer", m, n);
+  if (m < 0 || n < 0 || ld_acc < n) {
+    fail(ErrorKind::kUsage, "dequantize_output: invalid shape [{}, {}] with accumulator row stride {}", m, n, ld_acc);
   }
-  detail::DequantArgs args;
+  bool const empty = m == 0 || n == 0;
+  if (!empty && (!acc || !y || (quantized && (!scale_x || !scale_w)))) {
+    fail(ErrorKind::kUsage, "dequantize_output: null accumulator, output or scale buffer");
+  }
+  if (!quantized && (scale_x || scale_w)) {
+    fail(ErrorKind::kUsage, "dequantize_output: a {} accumulator takes no scales (16-bit layers are "
+         "not quantized)", dtype_name(acc_dtype));
+  }
   args.acc = acc;
-  args.acc_is_int32 = acc_dtype == DType::kI32;
+  args.ld_acc = ld_acc;
   args.m = m;
   args.n = n;
   args.scale_x = scale_x;

@@ -31,13 +31,26 @@ Result run(std::string const& args) {
 }
 
 TEST(Cli, EveryCommandHasHelp) {
-  for (char const* command : {"convert", "slide", "verify", "inspect", "synth", "demo", "info"}) {
+  for (char const* command : {"convert", "slide", "verify", "inspect", "synth", "demo", "info", "bench"}) {
     Result const r = run(std::string(command) + " --help");
     EXPECT_EQ(r.code, 0) << command << ": " << r.output;
     EXPECT_NE(r.output.find("Usage"), std::string::npos) << command;
   }
   EXPECT_EQ(run("").code, 2);
   EXPECT_EQ(run("frobnicate").code, 2);
+}
+
+TEST(Cli, BenchRejectsBadArgumentsBeforeTouchingTheGpu) {
+  struct Bad {
+    char const* args;
+    char const* says;
+  };
+  for (Bad const& b : {Bad{"--dtype fp7", "unknown dtype 'fp7'"}, Bad{"--model gpt-5", "unknown model 'gpt-5'"},
+                       Bad{"--m 0", "M '0'"}, Bad{"--pattern 2:8", "6:8"}, Bad{"--mode fast", "unknown mode 'fast'"}}) {
+    Result const r = run(std::string("bench --tuning-cache none ") + b.args);
+    EXPECT_EQ(r.code, 2) << b.args << ": " << r.output;
+    EXPECT_NE(r.output.find(b.says), std::string::npos) << b.args << ": " << r.output;
+  }
 }
 
 TEST(Cli, DemoPasses) {

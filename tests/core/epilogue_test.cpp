@@ -1,5 +1,8 @@
 #include "slidesparse/core/epilogue.hpp"
 
+#include <cmath>
+#include <vector>
+
 #include "common/test_util.hpp"
 
 namespace slidesparse {
@@ -59,6 +62,30 @@ TEST(Epilogue, RejectsMismatchedShapes) {
   OwnedMatrix wrong(DType::kF32, 2, 3);
   std::vector<float> const sx2 = {1.0f, 1.0f};
   EXPECT_THROW(dequantize_output(acc.cview(), sx2, sw, {}, wrong.view()), Error);
+}
+
+}  // namespace
+}  // namespace slidesparse
+
+namespace slidesparse {
+namespace {
+
+TEST(Epilogue, SixteenBitOutputAddsBiasOnceRoundedAndTakesNoScales) {
+  // 16-bit GEMM output 1.5 (exact in BF16) + bias 2^-9 = 1.501953125 in float, which is below
+  // half a BF16 ulp above 1.5 (ulp in [1, 2) is 2^-7), so the output is 1.5: one rounding.
+  test::OwnedMatrix acc(DType::kBF16, 1, 2), y(DType::kBF16, 1, 2);
+  test::set_float(acc, 0, 0, 1.5f);
+  test::set_float(acc, 0, 1, -3.0f);
+  std::vector<float> const bias = {std::ldexp(1.0f, -9), 0.75f};
+  dequantize_output(acc.cview(), {}, {}, bias, y.view());
+  EXPECT_EQ(test::get_float(y, 0, 0), 1.5f);
+  EXPECT_EQ(test::get_float(y, 0, 1), -2.25f);
+  dequantize_output(acc.cview(), {}, {}, {}, y.view());
+  EXPECT_EQ(test::get_float(y, 0, 1), -3.0f);
+  std::vector<float> const one = {1.0f};
+  EXPECT_THROW(dequantize_output(acc.cview(), one, {}, {}, y.view()), Error);
+  test::OwnedMatrix acc32(DType::kI32, 1, 2);
+  EXPECT_THROW(dequantize_output(acc32.cview(), {}, {}, {}, y.view()), Error);
 }
 
 }  // namespace

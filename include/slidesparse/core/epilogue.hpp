@@ -15,7 +15,9 @@
 
 namespace slidesparse {
 
-/// acc: I32 or F32 [M, N]; scale_x [M]; scale_w [N]; bias [N] or empty; y: BF16 or F16 [M, N].
+/// acc: I32 or F32 [M, N] with scale_x [M] and scale_w [N]; or BF16/F16 [M, N] (the output of
+/// a 16-bit GEMM) with both scale spans empty, giving y = cast(float(acc) + bias[n]).
+/// bias [N] or empty; y: BF16 or F16 [M, N].
 void dequantize_output(ConstMatrixView acc, std::span<float const> scale_x,
                        std::span<float const> scale_w, std::span<float const> bias, MatrixView y);
 

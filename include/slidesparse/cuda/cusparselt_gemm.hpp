@@ -15,10 +15,15 @@
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <string>
 
 #include <cuda_runtime.h>
 
 #include "slidesparse/core/dtype.hpp"
+
+namespace slidesparse::io {
+class TuningCache;
+}
 
 namespace slidesparse::cuda {
 
@@ -29,14 +34,17 @@ class CusparseltGemm {
   /// compressed bytes are library-, GPU- and layout-specific, so never stored on disk); the
   /// caller's buffer is not kept. output_dtype: I32 or BF16/F16 for I8; BF16/F16/F32 for FP8;
   /// the input dtype for BF16/F16. Throws Error for unsupported combinations or shapes.
+  /// tuning: where MatmulSearch results are looked up and recorded (may be null: search every
+  /// new M); it must outlive this object; the caller saves it.
   CusparseltGemm(void const* weight, DType input_dtype, DType output_dtype, std::int64_t n,
-                 std::int64_t k_lifted, cudaStream_t stream);
+                 std::int64_t k_lifted, cudaStream_t stream, io::TuningCache* tuning = nullptr);
   ~CusparseltGemm();
   CusparseltGemm(CusparseltGemm const&) = delete;
   CusparseltGemm& operator=(CusparseltGemm const&) = delete;
 
-  /// y [m, n] = x' [m, K'] * W'^T * alpha. The first call for a new m builds a plan and runs
-  /// cusparseLtMatmulSearch (algorithm and split-K) on the given buffers — not a hot-path call;
+  /// y [m, n] = x' [m, K'] * W'^T * alpha. The first call for a new m builds a plan with the
+  /// tuning cache's configuration for this exact problem, or runs cusparseLtMatmulSearch
+  /// (algorithm and split-K) on the given buffers and records it — not a hot-path call;
   /// later calls with that m do no allocation and no host synchronization. At most kMaxPlans
   /// plans are kept (least recently used is dropped).
   void run(void const* x_lifted, void* y, std::int64_t m, float alpha, cudaStream_t stream);
@@ -45,6 +53,14 @@ class CusparseltGemm {
   std::int64_t k_lifted() const noexcept { return k_lifted_; }
   /// Device bytes held: compressed weight + plan workspaces.
   std::size_t device_bytes() const noexcept;
+  /// The compressed weight's allocation (with its guard tail).
+  std::size_t compressed_bytes() const noexcept;
+  /// Whether a plan for this M (the plan M for cuBLASLt) is cached, i.e. run() for it is hot.
+  bool has_plan(std::int64_t m) const noexcept;
+  /// Whether the plan for m exists and took its configuration from the tuning cache.
+  bool tuned_from_cache(std::int64_t m) const noexcept;
+  /// "cusparselt-<cusparseLtGetVersion>" of the loaded library (e.g. cusparselt-800).
+  std::string const& library_version() const noexcept { return library_version_; }
   static constexpr std::size_t kMaxPlans = 16;
 
  private:
@@ -56,6 +72,8 @@ class CusparseltGemm {
   DType output_dtype_;
   std::int64_t n_;
   std::int64_t k_lifted_;
+  io::TuningCache* tuning_;
+  std::string library_version_;
   std::unique_ptr<Context> context_;
   std::list<std::unique_ptr<Plan>> plans_;  ///< most recently used first
 };

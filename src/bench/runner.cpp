@@ -1,0 +1,276 @@
+#include "slidesparse/bench/runner.hpp"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+
+#include "slidesparse/core/numeric.hpp"
+#include "slidesparse/core/parallel.hpp"
+#include "slidesparse/core/prune.hpp"
+#include "slidesparse/cuda/check.hpp"
+#include "slidesparse/cuda/device_info.hpp"
+#include "slidesparse/cuda/l2_flush.hpp"
+#include "slidesparse/cuda/linear.hpp"
+#include "slidesparse/io/tuning_cache.hpp"
+
+namespace slidesparse::bench {
+namespace {
+
+// splitmix64: a counter-based generator, so weights can be filled in parallel reproducibly.
+std::uint64_t mix(std::uint64_t x) {
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  return x ^ (x >> 31);
+}
+
+// Random nonzero values of the dtype: FP8 codes with magnitudes 0.5 .. 3.75 (exponents 6..9),
+// INT8 in [-127, 127] without 0, 16-bit values +-[2^-4, 2) (random sign, exponent, mantissa).
+void fill_random(DType dtype, std::byte* data, std::int64_t count, std::uint64_t seed) {
+  std::size_t const elem = dtype_size(dtype);
+  parallel_for(count, 4, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) {
+      std::uint64_t const r = mix(seed ^ (static_cast<std::uint64_t>(i) * 0x2545F4914F6CDD1Dull));
+      std::byte* p = data + static_cast<std::size_t>(i) * elem;
+      switch (dtype) {
+        case DType::kF8E4M3: store<std::uint8_t>(p, static_cast<std::uint8_t>((r & 0x80) | (0x30 + (r >> 8 & 0x1F)))); break;
+        case DType::kI8: {
+          auto v = static_cast<int>(r % 255) - 127;
+          store<std::int8_t>(p, static_cast<std::int8_t>(v == 0 ? 1 : v));
+          break;
+        }
+        default: {
+          float const mant = 1.0f + static_cast<float>(r >> 40 & 0xFFFF) / 65536.0f;
+          float const v = std::ldexp(mant, -static_cast<int>(r >> 8 & 3)) * ((r & 1) ? -1.0f : 1.0f);
+          store<std::uint16_t>(p, dtype == DType::kBF16 ? float_to_bf16(v).bits : float_to_fp16(v).bits);
+        }
+      }
+    }
+  });
+}
+
+struct DeviceMemory {
+  void* p = nullptr;
+  explicit DeviceMemory(std::size_t bytes) { SLIDESPARSE_CUDA_CHECK(cudaMalloc(&p, std::max<std::size_t>(bytes, 16))); }
+  ~DeviceMemory() { cudaFree(p); }
+  DeviceMemory(DeviceMemory const&) = delete;
+  DeviceMemory& operator=(DeviceMemory const&) = delete;
+};
+
+// Fills a device buffer with a random 1 MiB pattern repeated (host generation of GBs would
+// dominate the run; the GEMM's speed does not depend on the repetition).
+void fill_device(DType dtype, void* dst, std::size_t bytes, std::uint64_t seed) {
+  std::size_t const chunk = std::min<std::size_t>(bytes, 1u << 20) / dtype_size(dtype) * dtype_size(dtype);
+  std::vector<std::byte> host(chunk);
+  fill_random(dtype, host.data(), static_cast<std::int64_t>(chunk / dtype_size(dtype)), seed);
+  for (std::size_t off = 0; off < bytes; off += chunk) {
+    SLIDESPARSE_CUDA_CHECK(cudaMemcpy(static_cast<std::byte*>(dst) + off, host.data(), std::min(chunk, bytes - off),
+                                      cudaMemcpyHostToDevice));
+  }
+}
+
+class Timer {
+ public:
+  Timer(int warmup, int repeats, cudaStream_t stream) : warmup_(warmup), repeats_(repeats), stream_(stream) {
+    events_.resize(2 * static_cast<std::size_t>(repeats));
+    for (auto& e : events_) SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&e));
+  }
+  ~Timer() {
+    for (auto& e : events_) cudaEventDestroy(e);
+  }
+  Timer(Timer const&) = delete;
+  Timer& operator=(Timer const&) = delete;
+
+  template <typename F>
+  Timing time(F&& call) {
+    for (int i = 0; i < warmup_; ++i) {
+      flusher_.flush(stream_);
+      call();
+    }
+    for (int i = 0; i < repeats_; ++i) {
+      flusher_.flush(stream_);  // not timed: between the events only the call runs
+      SLIDESPARSE_CUDA_CHECK(cudaEventRecord(events_[2 * i], stream_));
+      call();
+      SLIDESPARSE_CUDA_CHECK(cudaEventRecord(events_[2 * i + 1], stream_));
+    }
+    SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::vector<double> us;
+    for (int i = 0; i < repeats_; ++i) {
+      float ms = 0;
+      SLIDESPARSE_CUDA_CHECK(cudaEventElapsedTime(&ms, events_[2 * i], events_[2 * i + 1]));
+      us.push_back(1000.0 * ms);
+    }
+    std::sort(us.begin(), us.end());
+    return {us[us.size() / 2], us.front(), us.back()};
+  }
+
+ private:
+  int warmup_, repeats_;
+  cudaStream_t stream_;
+  cuda::L2Flusher flusher_;
+  std::vector<cudaEvent_t> events_;
+};
+
+double measure_copy_gbps(cudaStream_t stream) {
+  std::size_t const bytes = std::size_t{1} << 30;
+  DeviceMemory a(bytes), b(bytes);
+  SLIDESPARSE_CUDA_CHECK(cudaMemsetAsync(a.p, 1, bytes, stream));
+  Timer timer(2, 7, stream);
+  Timing const t = timer.time([&] { SLIDESPARSE_CUDA_CHECK(cudaMemcpyAsync(b.p, a.p, bytes, cudaMemcpyDeviceToDevice, stream)); });
+  return 2.0 * static_cast<double>(bytes) / (t.median_us * 1e3);
+}
+
+std::string run_text(char const* command) {
+  std::string out;
+  if (FILE* pipe = popen(command, "r")) {
+    std::array<char, 256> buf{};
+    while (fgets(buf.data(), buf.size(), pipe)) out += buf.data();
+    pclose(pipe);
+  }
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+
+nlohmann::json environment(BenchOptions const& options) {
+  auto const env = cuda::query_cuda_environment();
+  nlohmann::json j;
+  if (!env.gpus.empty()) {
+    auto const& g = env.gpus.front();
+    j["gpu"] = g.name;
+    j["sm"] = fmt::format("{}.{}", g.sm_major, g.sm_minor);
+    j["sms"] = g.multiprocessors;
+    j["memory_gib"] = static_cast<double>(g.memory_bytes) / (1 << 30);
+  }
+  j["cuda_runtime"] = env.runtime_version;
+  j["cuda_driver_api"] = env.driver_version;
+  j["cusparselt"] = env.cusparselt_version;
+  j["cublaslt"] = cublasLtGetVersion();
+  // Clocks and power as the driver reports them (nvidia-smi, when present).
+  j["nvidia_smi"] = run_text("nvidia-smi --query-gpu=driver_version,clocks.sm,clocks.max.sm,clocks.mem,"
+                             "power.limit,temperature.gpu --format=csv 2>/dev/null");
+  j["date"] = fmt::format("{:%Y-%m-%d %H:%M UTC}", fmt::gmtime(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now())));
+  j["command"] = options.command;
+  j["seed"] = options.seed;
+  j["warmup"] = options.warmup;
+  j["repeats"] = options.repeats;
+  j["method"] = "L2 evicted before every timed call; single calls between CUDA events; median, min, max";
+  return j;
+}
+
+}  // namespace
+
+std::string bench_dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::kF8E4M3: return "fp8";
+    case DType::kI8: return "int8";
+    case DType::kBF16: return "bf16";
+    case DType::kF16: return "fp16";
+    default: return std::string(dtype_name(dtype));
+  }
+}
+
+Report run_benchmark(BenchOptions const& options) {
+  auto const env = cuda::query_cuda_environment();
+  if (!env.problem.empty()) fail(ErrorKind::kUsage, "bench needs a GPU: {}", env.problem);
+  auto say = [&](std::string const& text) {
+    if (options.progress) options.progress(text);
+  };
+  cudaStream_t stream = nullptr;
+  SLIDESPARSE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  std::unique_ptr<CUstream_st, void (*)(cudaStream_t)> stream_guard(stream, [](cudaStream_t s) { cudaStreamDestroy(s); });
+  Report report;
+  report.environment = environment(options);
+  report.copy_gbps = measure_copy_gbps(stream);
+  say(fmt::format("device copy bandwidth {:.0f} GB/s", report.copy_gbps));
+  Timer timer(options.warmup, options.repeats, stream);
+  auto scratch = std::make_shared<cuda::LinearScratch>();
+  std::int64_t const m_max = *std::max_element(options.ms.begin(), options.ms.end());
+  std::uint64_t seed = options.seed;
+  for (ModelShapes const& model : options.models) {
+    for (LayerShape const& shape : model.layers) {
+      for (DType const dtype : options.dtypes) {
+        bool const w8a8 = dtype == DType::kI8 || dtype == DType::kF8E4M3;
+        DType const act = dtype == DType::kF16 ? DType::kF16 : DType::kBF16;
+        std::string const dname = bench_dtype_name(dtype);
+        // Inputs and outputs for the largest M; the layers read the first M rows.
+        DeviceMemory x(static_cast<std::size_t>(m_max * shape.k) * 2), y(static_cast<std::size_t>(m_max * shape.n) * 2);
+        fill_device(act, x.p, static_cast<std::size_t>(m_max * shape.k) * 2, ++seed);
+        std::vector<std::byte> base(static_cast<std::size_t>(shape.n * shape.k) * dtype_size(dtype));
+        fill_random(dtype, base.data(), shape.n * shape.k, ++seed);
+        std::vector<float> const scales(w8a8 ? static_cast<std::size_t>(shape.n) : 0, 1.0f / 512);
+        for (SparsityPattern const& pattern : options.patterns) {
+          std::string const pname = pattern.to_string();
+          say(fmt::format("{} {} [{} x {}] {} {}: building layers", model.name, shape.name, shape.n, shape.k, dname, pname));
+          std::vector<std::byte> pruned = base;
+          MatrixView w{dtype, shape.n, shape.k, pruned.data(), shape.name};
+          prune_in_place(w, pattern);
+          cuda::LinearWeights const weights{w, scales, {}};
+          cuda::Linear sparse({dtype, act, pattern}, weights, stream, options.tuning, shape.name, scratch);
+          // The dense layer: cuBLASLt with the scales fused into its epilogue where it can
+          // (FP8); the unfused twin gives the GEMM-only comparison at the sparse GEMM's output
+          // type (F32 / I32) and shows what the fusion is worth.
+          cuda::Linear dense({dtype, act, std::nullopt}, weights, stream, options.tuning, shape.name, scratch);
+          std::unique_ptr<cuda::Linear> dense_unfused;
+          if (dtype == DType::kF8E4M3) {
+            cuda::LinearConfig config{dtype, act, std::nullopt};
+            config.fuse_dense_scales = false;
+            dense_unfused = std::make_unique<cuda::Linear>(config, weights, stream, options.tuning, shape.name, scratch);
+          }
+          for (std::int64_t const m : options.ms) {
+            struct Run {
+              cuda::Linear* layer;
+              std::string variant;
+              bool layer_mode, gemm_mode, quant_mode;
+            };
+            bool const fused = dense.dense_scales_fused();
+            std::vector<Run> runs = {{&dense, "dense", true, !fused, true}};
+            if (dense_unfused) runs.push_back({dense_unfused.get(), fused ? "dense-unfused" : "dense", fused, true, false});
+            runs.push_back({&sparse, pname, true, true, true});
+            for (Run const& run : runs) {
+              cuda::Linear* layer = run.layer;
+              layer->prepare(m, stream);
+              layer->forward(x.p, y.p, m, stream);  // the scratch now holds this layer's x'
+              Measurement base_row{model.name, shape.name, shape.n, shape.k, layer->k_lifted(), m, dname, "", run.variant, pname, {}, 0};
+              if (options.layer && run.layer_mode) {
+                Measurement row = base_row;
+                row.mode = "layer";
+                row.time = timer.time([&] { layer->forward(x.p, y.p, m, stream); });
+                report.measurements.push_back(row);
+              }
+              if (options.gemm && run.gemm_mode) {
+                Measurement row = base_row;
+                row.mode = "gemm";
+                row.variant = layer == &sparse ? pname : "dense";
+                row.time = timer.time([&] { layer->forward_stage(cuda::LinearStage::kGemm, x.p, y.p, m, stream); });
+                report.measurements.push_back(row);
+              }
+              // The dense layout's quant+lift is the same for every pattern: time it once. A
+              // 16-bit identity lift is skipped by the layer (the GEMM reads x): nothing to time.
+              bool const lifts = w8a8 || (layer == &sparse && pattern.half_block() != 2) || shape.k % 32 != 0;
+              if (options.quant_lift && run.quant_mode && lifts && (layer == &sparse || &pattern == &options.patterns.front())) {
+                Measurement row = base_row;
+                row.mode = "quant_lift";
+                row.time = timer.time([&] { layer->forward_stage(cuda::LinearStage::kQuantLift, x.p, y.p, m, stream); });
+                std::size_t const out_elem = dtype_size(dtype);
+                row.bytes = static_cast<double>(m * shape.k * 2) + static_cast<double>(m * layer->k_lifted()) * static_cast<double>(out_elem) +
+                            (w8a8 ? 4.0 * static_cast<double>(m) : 0.0);
+                report.measurements.push_back(row);
+              }
+            }
+          }
+          if (options.tuning) options.tuning->save();
+        }
+      }
+    }
+  }
+  return report;
+}
+
+}  // namespace slidesparse::bench

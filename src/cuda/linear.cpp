@@ -1,0 +1,301 @@
+#include "slidesparse/cuda/linear.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <vector>
+
+#include "slidesparse/core/pattern_check.hpp"
+#include "slidesparse/core/slide.hpp"
+#include "slidesparse/cuda/check.hpp"
+#include "slidesparse/cuda/cublaslt_gemm.hpp"
+#include "slidesparse/cuda/cusparselt_gemm.hpp"
+#include "slidesparse/cuda/epilogue.hpp"
+#include "slidesparse/cuda/quant_lift.hpp"
+
+namespace slidesparse::cuda {
+namespace {
+
+std::int64_t round_up(std::int64_t v, std::int64_t to) { return (v + to - 1) / to * to; }
+
+// A device allocation owned by the layer.
+struct DeviceAlloc {
+  void* ptr = nullptr;
+  std::size_t bytes = 0;
+  DeviceAlloc() = default;
+  DeviceAlloc(DeviceAlloc const&) = delete;
+  DeviceAlloc& operator=(DeviceAlloc const&) = delete;
+  ~DeviceAlloc() { reset(); }
+  void reset() noexcept {
+    if (ptr) cudaFree(ptr);
+    ptr = nullptr;
+    bytes = 0;
+  }
+  void allocate(std::size_t n) {
+    reset();
+    if (n == 0) return;
+    SLIDESPARSE_CUDA_CHECK(cudaMalloc(&ptr, n));
+    bytes = n;
+  }
+  template <typename T>
+  T* as() const noexcept { return static_cast<T*>(ptr); }
+};
+
+void upload(DeviceAlloc& dst, void const* src, std::size_t bytes, cudaStream_t stream) {
+  dst.allocate(bytes);
+  if (bytes) {
+    SLIDESPARSE_CUDA_CHECK(cudaMemcpyAsync(dst.ptr, src, bytes, cudaMemcpyHostToDevice, stream));
+  }
+}
+
+}  // namespace
+
+struct Linear::Device {
+  DeviceAlloc weight;        ///< dense W [N_pad, K'] (the sparse path frees its copy after compression)
+  DeviceAlloc weight_scale;  ///< [N] F32 (W8A8)
+  DeviceAlloc bias;          ///< [N] F32
+};
+
+LinearScratch::~LinearScratch() {
+  if (x_) cudaFree(x_);
+  if (scales_) cudaFree(scales_);
+  if (acc_) cudaFree(acc_);
+}
+
+void LinearScratch::reserve(std::size_t x_bytes, std::size_t scale_bytes, std::size_t acc_bytes, cudaStream_t stream) {
+  if (x_bytes <= x_bytes_ && scale_bytes <= scale_bytes_ && acc_bytes <= acc_bytes_) return;
+  SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream));  // queued work may still use the old buffers
+  auto grow = [](void*& ptr, std::size_t& have, std::size_t want) {
+    if (want <= have) return false;
+    if (ptr) cudaFree(ptr);
+    ptr = nullptr;
+    have = 0;
+    SLIDESPARSE_CUDA_CHECK(cudaMalloc(&ptr, want));
+    have = want;
+    return true;
+  };
+  // Rows beyond M of x' are read by the padded sparse GEMM: start them finite (zero). Later
+  // they hold earlier calls' data (possibly another layer's); their outputs are discarded.
+  if (grow(x_, x_bytes_, x_bytes)) SLIDESPARSE_CUDA_CHECK(cudaMemsetAsync(x_, 0, x_bytes_, stream));
+  void* scales = scales_;
+  grow(scales, scale_bytes_, scale_bytes);
+  scales_ = static_cast<float*>(scales);
+  grow(acc_, acc_bytes_, acc_bytes);
+}
+
+std::int64_t Linear::m_bucket(std::int64_t m) {
+  if (m <= 0) fail(ErrorKind::kUsage, "Linear: M = {} must be positive", m);
+  if (m <= 256) return round_up(m, 32);
+  // 8 steps per power of two: step = 2^(floor(log2(m - 1)) - 3), so 257..288 -> 288, 4097 -> 4608.
+  auto const octave = static_cast<std::int64_t>(std::bit_floor(static_cast<std::uint64_t>(m - 1)));
+  return round_up(m, octave / 8);
+}
+
+Linear::Linear(LinearConfig const& config, LinearWeights const& weights, cudaStream_t stream,
+               io::TuningCache* tuning, std::string name, std::shared_ptr<LinearScratch> scratch)
+    : config_(config),
+      name_(std::move(name)),
+      layout_(config.pattern ? ActivationLayout::slid(*config.pattern, weights.weight.cols, config.k_alignment)
+                             : ActivationLayout::dense(weights.weight.cols, config.k_alignment)),
+      n_(weights.weight.rows),
+      n_padded_(round_up(weights.weight.rows, config.pattern ? 32 : 8)),
+      device_(std::make_unique<Device>()),
+      scratch_(scratch ? std::move(scratch) : std::make_shared<LinearScratch>()) {
+  DType const c = config.compute_dtype;
+  bool const w8a8 = c == DType::kI8 || c == DType::kF8E4M3;
+  if (config.activation_dtype != DType::kBF16 && config.activation_dtype != DType::kF16) {
+    fail(ErrorKind::kUsage, "{}: activations must be BF16 or F16, got {}", name_, dtype_name(config.activation_dtype));
+  }
+  if (!w8a8 && c != config.activation_dtype) {
+    fail(ErrorKind::kUsage, "{}: compute dtype {} must be I8, F8_E4M3 or the activation dtype {}", name_,
+         dtype_name(c), dtype_name(config.activation_dtype));
+  }
+  if (weights.weight.dtype != c) {
+    fail(ErrorKind::kUsage, "{}: weight is {}, the layer computes in {} (quantize the weight first)", name_,
+         dtype_name(weights.weight.dtype), dtype_name(c));
+  }
+  if (n_ <= 0 || weights.weight.cols <= 0) fail(ErrorKind::kUsage, "{}: empty weight [{}, {}]", name_, n_, weights.weight.cols);
+  if (w8a8 != !weights.weight_scale.empty() ||
+      (w8a8 && static_cast<std::int64_t>(weights.weight_scale.size()) != n_)) {
+    fail(ErrorKind::kUsage, "{}: {} weight scales for a {} layer with N = {} (W8A8 needs N, 16-bit none)", name_,
+         weights.weight_scale.size(), dtype_name(c), n_);
+  }
+  if (!weights.bias.empty() && static_cast<std::int64_t>(weights.bias.size()) != n_) {
+    fail(ErrorKind::kUsage, "{}: bias has {} entries, N = {}", name_, weights.bias.size(), n_);
+  }
+  acc_dtype_ = c == DType::kI8 ? DType::kI32 : (c == DType::kF8E4M3 ? DType::kF32 : c);
+
+  // The GEMM's weight on the host: W' [N_pad, K'] (slid, or K padded for dense), zero rows
+  // beyond N. Slide validates the pattern and names the first overfull block.
+  std::size_t const elem = dtype_size(c);
+  std::int64_t const kl = layout_.k_lifted();
+  std::vector<std::byte> host(static_cast<std::size_t>(n_padded_ * kl) * elem, std::byte{0});
+  MatrixView lifted{c, n_, kl, host.data(), weights.weight.name.empty() ? std::string_view(name_) : weights.weight.name};
+  if (config.pattern) {
+    slide(weights.weight, *config.pattern, layout_.shape(), lifted);
+  } else {
+    for (std::int64_t r = 0; r < n_; ++r) {
+      std::memcpy(lifted.row(r), weights.weight.row(r), static_cast<std::size_t>(weights.weight.cols) * elem);
+    }
+  }
+  Device& d = *device_;
+  upload(d.weight, host.data(), host.size(), stream);
+  if (w8a8) upload(d.weight_scale, weights.weight_scale.data(), weights.weight_scale.size_bytes(), stream);
+  if (!weights.bias.empty()) upload(d.bias, weights.bias.data(), weights.bias.size_bytes(), stream);
+  if (config.pattern) {
+    sparse_ = std::make_unique<CusparseltGemm>(d.weight.ptr, c, acc_dtype_, n_padded_, kl, stream, tuning);
+    d.weight.reset();  // compressed inside the backend (which synchronized the stream)
+  } else {
+    fused_dense_ = c == DType::kF8E4M3 && config.fuse_dense_scales && weights.bias.empty() && n_padded_ == n_;
+    dense_ = std::make_unique<CublasltGemm>(d.weight.ptr, c, fused_dense_ ? config.activation_dtype : acc_dtype_,
+                                            n_padded_, kl, tuning, fused_dense_);
+    tuning_ = tuning;
+    SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream));  // `host` goes out of scope
+  }
+}
+
+Linear::~Linear() = default;
+
+std::string const& Linear::backend_version() const noexcept {
+  return sparse_ ? sparse_->library_version() : dense_->library_version();
+}
+
+LinearMemory Linear::memory() const noexcept {
+  Device const& d = *device_;
+  LinearMemory mem;
+  if (sparse_) {
+    // The backend's bytes are the compressed weight plus plan workspaces; report them apart.
+    std::size_t const backend = sparse_->device_bytes();
+    std::size_t const compressed = sparse_->compressed_bytes();
+    mem.weight = compressed;
+    mem.gemm = backend - compressed;
+  } else {
+    mem.weight = d.weight.bytes;
+    mem.gemm = dense_->device_bytes();
+  }
+  mem.vectors = d.weight_scale.bytes + d.bias.bytes;
+  mem.scratch = scratch_->bytes();
+  return mem;
+}
+
+namespace {
+
+struct ScratchNeed {
+  std::size_t x, scales, acc;
+};
+
+ScratchNeed scratch_need(std::int64_t bucket, std::int64_t k_lifted, std::int64_t n_padded, DType compute, DType acc) {
+  bool const w8a8 = acc == DType::kI32 || acc == DType::kF32;
+  return {static_cast<std::size_t>(bucket * k_lifted) * dtype_size(compute),
+          w8a8 ? static_cast<std::size_t>(bucket) * sizeof(float) : 0,
+          static_cast<std::size_t>(bucket * n_padded) * dtype_size(acc)};
+}
+
+}  // namespace
+
+bool Linear::scratch_fits(std::int64_t bucket) const noexcept {
+  ScratchNeed const need = scratch_need(bucket, layout_.k_lifted(), n_padded_, config_.compute_dtype, acc_dtype_);
+  return need.x <= scratch_->x_bytes() && need.scales <= scratch_->scale_bytes() && need.acc <= scratch_->acc_bytes();
+}
+
+void Linear::reserve_scratch(std::int64_t bucket, cudaStream_t stream) {
+  ScratchNeed const need = scratch_need(bucket, layout_.k_lifted(), n_padded_, config_.compute_dtype, acc_dtype_);
+  scratch_->reserve(need.x, need.scales, need.acc, stream);
+}
+
+bool Linear::tuned_from_cache(std::int64_t m) const noexcept {
+  if (m <= 0) return false;
+  std::int64_t const bucket = m_bucket(m);
+  return sparse_ ? sparse_->tuned_from_cache(bucket) : dense_->tuned_from_cache(bucket);
+}
+
+bool Linear::is_prepared(std::int64_t m) const noexcept {
+  if (m <= 0) return false;
+  std::int64_t const bucket = m_bucket(m);
+  if (!scratch_fits(bucket)) return false;
+  return sparse_ ? sparse_->has_plan(bucket) : dense_->has_plan(bucket);
+}
+
+void Linear::prepare(std::int64_t m, cudaStream_t stream) {
+  std::int64_t const bucket = m_bucket(m);
+  reserve_scratch(bucket, stream);
+  // Building the plan runs the GEMM once (tuning): on the scratch buffers, whose contents are
+  // overwritten by the next forward anyway.
+  if (sparse_) {
+    if (!sparse_->has_plan(bucket)) sparse_->run(scratch_->x(), scratch_->acc(), bucket, 1.0f, stream);
+  } else if (!dense_->has_plan(bucket)) {
+    if (fused_dense_) {
+      try {
+        dense_->run(scratch_->x(), scratch_->acc(), bucket, 1.0f, stream, bucket, device_->weight_scale.as<float>(),
+                    scratch_->scales());
+        return;
+      } catch (Error const&) {
+        // This cuBLASLt has no outer-vector-scaled kernel for the problem: separate epilogue.
+        fused_dense_ = false;
+        dense_ = std::make_unique<CublasltGemm>(device_->weight.ptr, config_.compute_dtype, acc_dtype_, n_padded_,
+                                                layout_.k_lifted(), tuning_);
+      }
+    }
+    dense_->run(scratch_->x(), scratch_->acc(), bucket, 1.0f, stream, bucket);
+  }
+}
+
+void Linear::forward(void const* x, void* y, std::int64_t m, cudaStream_t stream, std::int64_t ldx) {
+  run(nullptr, x, y, m, stream, ldx);
+}
+
+void Linear::forward_stage(LinearStage stage, void const* x, void* y, std::int64_t m, cudaStream_t stream,
+                           std::int64_t ldx) {
+  if (!is_prepared(m)) fail(ErrorKind::kUsage, "{}: forward_stage needs prepare({}) first", name_, m);
+  run(&stage, x, y, m, stream, ldx);
+}
+
+void Linear::run(LinearStage const* only, void const* x, void* y, std::int64_t m, cudaStream_t stream,
+                 std::int64_t ldx) {
+  if (m <= 0) fail(ErrorKind::kUsage, "{}: forward with M = {} (must be at least 1)", name_, m);
+  if (!x || !y) fail(ErrorKind::kUsage, "{}: forward with a null input or output", name_);
+  if (ldx == 0) ldx = layout_.k();
+  if (ldx < layout_.k()) fail(ErrorKind::kUsage, "{}: input row stride {} is less than K = {}", name_, ldx, layout_.k());
+  if (!is_prepared(m)) prepare(m, stream);
+  Device& d = *device_;
+  LinearScratch& scratch = *scratch_;
+  std::int64_t const bucket = m_bucket(m);
+  bool const w8a8 = acc_dtype_ == DType::kI32 || acc_dtype_ == DType::kF32;
+  DType const act = config_.activation_dtype;
+  auto const wanted = [only](LinearStage s) { return !only || *only == s; };
+
+  std::int64_t const gemm_rows = sparse_ ? bucket : m;
+  // A 16-bit identity lift of a contiguous x is a copy: the GEMM reads x itself (as a user's
+  // dense path would), where it reads exactly M rows.
+  bool const identity = !config_.pattern || config_.pattern->half_block() == 2;
+  bool const read_x = !w8a8 && identity && layout_.k_lifted() == layout_.k() && ldx == layout_.k() && gemm_rows == m;
+  void const* gemm_in = read_x ? x : scratch.x();
+  if (!read_x && wanted(LinearStage::kQuantLift)) {
+    quant_lift(x, act, m, ldx, layout_, scratch.x(), config_.compute_dtype, w8a8 ? scratch.scales() : nullptr, stream);
+  }
+
+  // 16-bit layers whose GEMM output already has y's shape write y directly; the bias (if any)
+  // is then added in place.
+  bool const direct = !w8a8 && n_padded_ == n_ && gemm_rows == m;
+  void* gemm_out = direct ? y : scratch.acc();
+  if (fused_dense_) {  // quant+lift -> GEMM with both scales -> y
+    if (wanted(LinearStage::kGemm)) {
+      dense_->run(gemm_in, y, m, 1.0f, stream, bucket, d.weight_scale.as<float>(), scratch.scales());
+    }
+    return;
+  }
+  if (wanted(LinearStage::kGemm)) {
+    if (sparse_) {
+      sparse_->run(gemm_in, gemm_out, bucket, 1.0f, stream);
+    } else {
+      dense_->run(gemm_in, gemm_out, m, 1.0f, stream, bucket);
+    }
+  }
+  if (direct && !d.bias.ptr) return;
+  if (wanted(LinearStage::kEpilogue)) {
+    dequantize_output(gemm_out, acc_dtype_, direct ? n_ : n_padded_, m, n_, w8a8 ? scratch.scales() : nullptr,
+                      w8a8 ? d.weight_scale.as<float>() : nullptr, d.bias.as<float>(), y, act, stream);
+  }
+}
+
+}  // namespace slidesparse::cuda

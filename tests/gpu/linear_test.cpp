@@ -1,0 +1,338 @@
+// The whole GPU linear layer (quant+lift -> GEMM -> epilogue) against the CPU reference of the
+// whole layer (core/linear_reference.hpp):
+//   INT8: bit for bit, SlideSparse for every pattern and dense alike (INT32 accumulation is
+//         exact and every other step is bit-exact by construction);
+//   FP8 / BF16 / F16: within a tolerance of the float64 result, and SlideSparse within the same
+//         tolerance of dense (they differ only in the GEMM's accumulation order).
+#include "slidesparse/cuda/linear.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <optional>
+
+#include "common/test_util.hpp"
+#include "gpu/gpu_test_util.hpp"
+#include "slidesparse/core/linear_reference.hpp"
+#include "slidesparse/core/prune.hpp"
+#include "slidesparse/core/quantize.hpp"
+#include "slidesparse/io/tuning_cache.hpp"
+
+namespace slidesparse {
+namespace {
+
+using cuda::Linear;
+using cuda::LinearConfig;
+using cuda::LinearWeights;
+using test::DeviceBuffer;
+using test::OwnedMatrix;
+
+// A layer's host data: weight of the compute dtype pruned to the pattern, scales, bias.
+struct HostLayer {
+  OwnedMatrix weight;
+  std::vector<float> scale;
+  std::vector<float> bias;
+  LinearWeights view() const { return {weight.cview("w"), scale, bias}; }
+};
+
+HostLayer make_layer(test::Rng& rng, DType compute, std::int64_t n, std::int64_t k,
+                     std::optional<SparsityPattern> pattern, bool with_bias) {
+  bool const w8a8 = compute == DType::kI8 || compute == DType::kF8E4M3;
+  OwnedMatrix f(DType::kF32, n, k);
+  for (std::int64_t r = 0; r < n; ++r) {
+    for (std::int64_t c = 0; c < k; ++c) f.set<float>(r, c, rng.normal(0.05f));
+  }
+  if (pattern) prune_in_place(f.view(), *pattern);
+  HostLayer layer{OwnedMatrix(compute, n, k), {}, {}};
+  if (w8a8) {
+    layer.scale.resize(static_cast<std::size_t>(n));
+    quantize_weight_per_channel(f.cview(), layer.weight.view(), layer.scale);
+  } else {
+    for (std::int64_t r = 0; r < n; ++r) {
+      for (std::int64_t c = 0; c < k; ++c) test::set_float(layer.weight, r, c, f.get<float>(r, c));
+    }
+  }
+  if (with_bias) {
+    layer.bias.resize(static_cast<std::size_t>(n));
+    for (auto& b : layer.bias) b = rng.normal(0.5f);
+  }
+  return layer;
+}
+
+// Activations with per-row magnitudes spread over 2^-12 .. 2^4, one all-zero row (its scale
+// is the clamped minimum) and, for K > 3, one outlier per row.
+OwnedMatrix make_input(test::Rng& rng, DType dtype, std::int64_t m, std::int64_t k) {
+  OwnedMatrix x(dtype, m, k);
+  for (std::int64_t r = 0; r < m; ++r) {
+    if (m > 2 && r == m / 2) continue;
+    float const magnitude = std::ldexp(1.0f, rng.uniform_int(-12, 4));
+    for (std::int64_t c = 0; c < k; ++c) test::set_float(x, r, c, rng.normal(magnitude));
+    if (k > 3) test::set_float(x, r, rng.uniform_int(0, static_cast<int>(k - 1)), 20.0f * magnitude);
+  }
+  return x;
+}
+
+// Runs the layer on x and returns y's bytes (y poisoned first).
+std::vector<std::byte> run_layer(Linear& layer, OwnedMatrix const& x, std::int64_t n) {
+  DeviceBuffer dx(x.bytes.size()), dy(static_cast<std::size_t>(x.rows * n) * dtype_size(x.dtype));
+  dx.upload(x.bytes.data());
+  dy.fill(0xFF);  // NaN in BF16/F16: a missed output cannot pass
+  layer.forward(dx.get(), dy.get(), x.rows, nullptr);
+  SLIDESPARSE_CUDA_CHECK(cudaDeviceSynchronize());
+  return dy.download();
+}
+
+float output_value(std::vector<std::byte> const& y, DType dtype, std::size_t i) {
+  std::uint16_t bits = 0;
+  std::memcpy(&bits, y.data() + 2 * i, 2);
+  return dtype == DType::kBF16 ? bf16_to_float(bf16_t{bits}) : fp16_to_float(fp16_t{bits});
+}
+
+// Tolerance of a non-INT8 layer output y against the float64 result from the same quantized
+// operands, per element:
+//   output rounding   2^-8 |exact| for BF16 (half an ulp of an 8-bit significand), 2^-11 for F16;
+//   accumulation      2^-9 * sum_k |x_k w_k| (scaled). FP32 accumulation alone is far below
+//                     this (K * 2^-24 <= 2^-12 for K <= 4096, and the error grows like sqrt(K)
+//                     in practice). Hopper's FP8 tensor cores accumulate inside an MMA with
+//                     about 14 significand bits before FP32 promotion (DeepSeek-V3 report),
+//                     i.e. ~2^-13 per partial sum over short chains: 2^-9 leaves 16x margin.
+//   epilogue          3 float roundings, 2^-22 |exact|, folded into the first term.
+// Catches wrong scales, rows, columns, bias and dtype handling (errors of order |exact| or
+// sum|x w|); a single lost product is below it — the INT8 tests are exact for that.
+double tolerance(DType out, double exact, double abs_products) {
+  double const rounding = out == DType::kBF16 ? std::ldexp(1.0, -8) : std::ldexp(1.0, -11);
+  return rounding * std::fabs(exact) + std::ldexp(1.0, -9) * abs_products + 1e-30;
+}
+
+class LinearGpu : public test::GpuTest {};
+
+struct Shape {
+  std::int64_t m, n, k;
+};
+
+TEST_F(LinearGpu, Int8LayerEqualsTheCpuReferenceBitForBitForEveryPattern) {
+  test::Rng rng(31337);
+  SCOPED_TRACE(rng.describe());
+  // M = 1, 7, 4097 (padded to the 4608 bucket); K = 3584, 18944, and K not a multiple of 2N;
+  // N not a multiple of 32.
+  std::vector<Shape> const shapes = {{1, 64, 3584}, {7, 100, 1001}, {4097, 40, 3584}, {33, 72, 18944}};
+  std::vector<std::optional<SparsityPattern>> patterns = {std::nullopt};
+  for (char const* p : {"2:4", "4:6", "6:8", "8:10", "14:16"}) patterns.push_back(SparsityPattern::parse(p));
+  for (Shape const& s : shapes) {
+    for (auto const& pattern : patterns) {
+      for (bool const with_bias : {false, true}) {
+        SCOPED_TRACE(fmt::format("{} M={} N={} K={} bias={}", pattern ? pattern->to_string() : "dense", s.m, s.n,
+                                 s.k, with_bias));
+        HostLayer const host = make_layer(rng, DType::kI8, s.n, s.k, pattern, with_bias);
+        OwnedMatrix const x = make_input(rng, DType::kBF16, s.m, s.k);
+        OwnedMatrix expected(DType::kBF16, s.m, s.n);
+        linear_reference(x.cview(), host.weight.cview(), host.scale, host.bias, expected.view());
+        Linear layer({DType::kI8, DType::kBF16, pattern}, host.view(), nullptr);
+        ASSERT_EQ(run_layer(layer, x, s.n), expected.bytes);
+      }
+    }
+  }
+}
+
+TEST_F(LinearGpu, FloatLayersMatchTheFloat64ReferenceAndSparseMatchesDense) {
+  test::Rng rng(4242);
+  SCOPED_TRACE(rng.describe());
+  struct FloatCase {
+    DType compute, act;
+    Shape shape;
+    char const* pattern;
+  };
+  std::vector<FloatCase> const cases = {
+      {DType::kF8E4M3, DType::kBF16, {1, 64, 3584}, "6:8"},   {DType::kF8E4M3, DType::kBF16, {7, 100, 1001}, "4:6"},
+      {DType::kF8E4M3, DType::kF16, {300, 512, 3584}, "6:8"}, {DType::kF8E4M3, DType::kBF16, {64, 64, 18944}, "14:16"},
+      {DType::kF8E4M3, DType::kBF16, {33, 96, 4096}, "2:4"},  {DType::kBF16, DType::kBF16, {7, 100, 1001}, "6:8"},
+      {DType::kBF16, DType::kBF16, {64, 4608, 3584}, "6:8"},  {DType::kF16, DType::kF16, {17, 64, 3584}, "8:10"},
+      {DType::kBF16, DType::kBF16, {32, 64, 4096}, "2:4"},
+  };
+  for (FloatCase const& c : cases) {
+    Shape const& s = c.shape;
+    SparsityPattern const pattern = SparsityPattern::parse(c.pattern);
+    for (bool const with_bias : {false, true}) {
+      SCOPED_TRACE(fmt::format("{} {} {} M={} N={} K={} bias={}", dtype_name(c.compute), dtype_name(c.act), c.pattern,
+                               s.m, s.n, s.k, with_bias));
+      HostLayer const host = make_layer(rng, c.compute, s.n, s.k, pattern, with_bias);
+      OwnedMatrix const x = make_input(rng, c.act, s.m, s.k);
+      OwnedMatrix rounded(c.act, s.m, s.n);
+      LinearReferenceResult const ref = linear_reference(x.cview(), host.weight.cview(), host.scale, host.bias, rounded.view());
+      Linear sparse({c.compute, c.act, pattern}, host.view(), nullptr);
+      Linear dense({c.compute, c.act, std::nullopt}, host.view(), nullptr);
+      auto const ys = run_layer(sparse, x, s.n);
+      auto const yd = run_layer(dense, x, s.n);
+      double worst = 0;  // largest error as a fraction of the tolerance, printed for the record
+      for (std::size_t i = 0; i < ref.exact.size(); ++i) {
+        double const tol = tolerance(c.act, ref.exact[i], ref.abs_products[i]);
+        double const es = std::fabs(output_value(ys, c.act, i) - ref.exact[i]);
+        double const ed = std::fabs(output_value(yd, c.act, i) - ref.exact[i]);
+        double const esd = std::fabs(double{output_value(ys, c.act, i)} - output_value(yd, c.act, i));
+        worst = std::max({worst, es / tol, ed / tol, esd / (2 * tol)});
+        ASSERT_LE(es, tol) << "sparse, element " << i << " (row " << i / static_cast<std::size_t>(s.n) << ")";
+        ASSERT_LE(ed, tol) << "dense, element " << i;
+        ASSERT_LE(esd, 2 * tol) << "sparse vs dense, element " << i;
+      }
+      std::printf("  %s %s %s M=%lld N=%lld K=%lld bias=%d dense_fused=%d: worst error = %.3f of the tolerance\n",
+                  std::string(dtype_name(c.compute)).c_str(), std::string(dtype_name(c.act)).c_str(), c.pattern,
+                  static_cast<long long>(s.m), static_cast<long long>(s.n), static_cast<long long>(s.k), with_bias,
+                  dense.dense_scales_fused() ? 1 : 0, worst);
+    }
+  }
+}
+
+TEST_F(LinearGpu, ForwardIsCapturableInACudaGraphOnceItIsPrepared) {
+  test::Rng rng(77);
+  SCOPED_TRACE(rng.describe());
+  for (auto const& pattern : {std::optional<SparsityPattern>(), std::optional(SparsityPattern::parse("6:8"))}) {
+    SCOPED_TRACE(pattern ? pattern->to_string() : "dense");
+    std::int64_t const m = 96, n = 512, k = 3584;
+    HostLayer const host = make_layer(rng, DType::kI8, n, k, pattern, true);
+    OwnedMatrix const x = make_input(rng, DType::kBF16, m, k);
+    OwnedMatrix expected(DType::kBF16, m, n);
+    linear_reference(x.cview(), host.weight.cview(), host.scale, host.bias, expected.view());
+    cudaStream_t stream = nullptr;
+    SLIDESPARSE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    Linear layer({DType::kI8, DType::kBF16, pattern}, host.view(), stream);
+    layer.prepare(m, stream);
+    ASSERT_TRUE(layer.is_prepared(m));
+    DeviceBuffer dx(x.bytes.size()), dy(expected.bytes.size());
+    dx.upload(x.bytes.data());
+    // Global capture mode: any host synchronization or implicit sync inside forward fails
+    // the capture.
+    cudaGraph_t graph = nullptr;
+    SLIDESPARSE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+    layer.forward(dx.get(), dy.get(), m, stream);
+    SLIDESPARSE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+    cudaGraphExec_t exec = nullptr;
+    SLIDESPARSE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    for (int replay = 0; replay < 2; ++replay) {
+      dy.fill(0xFF);
+      SLIDESPARSE_CUDA_CHECK(cudaGraphLaunch(exec, stream));
+      SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream));
+      ASSERT_EQ(dy.download(), expected.bytes) << "replay " << replay;
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+    cudaStreamDestroy(stream);
+  }
+}
+
+TEST_F(LinearGpu, TuningIsPersistedAndReusedByAFreshProcessState) {
+  test::TempDir dir;
+  auto const file = dir.path() / "tuning.json";
+  test::Rng rng(5);
+  SCOPED_TRACE(rng.describe());
+  std::int64_t const m = 64, n = 512, k = 1024;  // N >= 400: cuSPARSELt searches
+  HostLayer const host = make_layer(rng, DType::kF8E4M3, n, k, SparsityPattern::parse("6:8"), false);
+  OwnedMatrix const x = make_input(rng, DType::kBF16, m, k);
+  std::vector<std::byte> first;
+  for (auto const& pattern : {std::optional(SparsityPattern::parse("6:8")), std::optional<SparsityPattern>()}) {
+    SCOPED_TRACE(pattern ? "sparse" : "dense");
+    {
+      io::TuningCache cache(file);
+      Linear layer({DType::kF8E4M3, DType::kBF16, pattern}, host.view(), nullptr, &cache);
+      layer.prepare(m, nullptr);
+      EXPECT_FALSE(layer.tuned_from_cache(m));
+      first = run_layer(layer, x, n);
+      cache.save();
+    }
+    io::TuningCache reloaded(file);  // what a new process sees
+    Linear layer({DType::kF8E4M3, DType::kBF16, pattern}, host.view(), nullptr, &reloaded);
+    layer.prepare(m, nullptr);
+    EXPECT_TRUE(layer.tuned_from_cache(m));
+    // Same configuration: same accumulation order, same bits.
+    EXPECT_EQ(run_layer(layer, x, n), first);
+  }
+  EXPECT_EQ(io::TuningCache(file).size(), 2u);
+}
+
+TEST_F(LinearGpu, LayersSharingOneScratchStayCorrect) {
+  // Interleaved calls of layers with different dtypes, K' and N on one shared scratch (as the
+  // layers of a model share it): each output still equals its reference.
+  test::Rng rng(9);
+  SCOPED_TRACE(rng.describe());
+  auto scratch = std::make_shared<cuda::LinearScratch>();
+  HostLayer const a = make_layer(rng, DType::kI8, 100, 3584, SparsityPattern::parse("6:8"), true);
+  HostLayer const b = make_layer(rng, DType::kI8, 4608, 1001, std::nullopt, false);
+  HostLayer const c = make_layer(rng, DType::kI8, 64, 18944, SparsityPattern::parse("14:16"), true);
+  Linear la({DType::kI8, DType::kBF16, SparsityPattern::parse("6:8")}, a.view(), nullptr, nullptr, "a", scratch);
+  Linear lb({DType::kI8, DType::kBF16, std::nullopt}, b.view(), nullptr, nullptr, "b", scratch);
+  Linear lc({DType::kI8, DType::kBF16, SparsityPattern::parse("14:16")}, c.view(), nullptr, nullptr, "c", scratch);
+  for (std::int64_t m : {7, 300, 1}) {
+    for (auto [layer, host] : {std::pair{&la, &a}, {&lb, &b}, {&lc, &c}}) {
+      SCOPED_TRACE(fmt::format("{} M={}", layer->name(), m));
+      OwnedMatrix const x = make_input(rng, DType::kBF16, m, host->weight.cols);
+      OwnedMatrix expected(DType::kBF16, m, host->weight.rows);
+      linear_reference(x.cview(), host->weight.cview(), host->scale, host->bias, expected.view());
+      ASSERT_EQ(run_layer(*layer, x, host->weight.rows), expected.bytes);
+    }
+  }
+  EXPECT_EQ(la.memory().scratch, scratch->bytes());
+  EXPECT_EQ(lb.memory().scratch, scratch->bytes());
+}
+
+TEST_F(LinearGpu, ReportsItsDeviceMemory) {
+  test::Rng rng(6);
+  HostLayer const host = make_layer(rng, DType::kI8, 4608, 3584, SparsityPattern::parse("6:8"), true);
+  Linear layer({DType::kI8, DType::kBF16, SparsityPattern::parse("6:8")}, host.view(), nullptr);
+  auto const before = layer.memory();
+  // Compressed 2:4 INT8 weight: half the values plus metadata, about 0.56-0.63 bytes per
+  // lifted element (library dependent); K' = 3584 / 8 * 12 = 5376.
+  EXPECT_EQ(layer.k_lifted(), 5376);
+  double const lifted = 4608.0 * 5376.0;
+  EXPECT_GT(static_cast<double>(before.weight), 0.5 * lifted);
+  EXPECT_LT(static_cast<double>(before.weight), 0.75 * lifted + (2 << 20));
+  EXPECT_EQ(before.vectors, 2u * 4608 * 4);
+  EXPECT_EQ(before.scratch, 0u);
+  layer.prepare(100, nullptr);
+  auto const after = layer.memory();
+  // bucket(100) = 128 rows: x' 128 x 5376 INT8, 128 scales, acc 128 x 4608 INT32.
+  EXPECT_EQ(after.scratch, 128u * 5376 + 128 * 4 + 128u * 4608 * 4);
+  EXPECT_EQ(after.total(), after.weight + after.vectors + after.gemm + after.scratch);
+}
+
+TEST_F(LinearGpu, RejectsBadWeightsNamingWhatIsWrong) {
+  test::Rng rng(8);
+  HostLayer host = make_layer(rng, DType::kI8, 64, 64, std::nullopt, false);  // dense: breaks 6:8
+  try {
+    Linear layer({DType::kI8, DType::kBF16, SparsityPattern::parse("6:8")}, host.view(), nullptr);
+    FAIL() << "an unpruned weight was accepted";
+  } catch (Error const& e) {
+    EXPECT_NE(std::string(e.what()).find("row"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("block"), std::string::npos) << e.what();
+  }
+  std::vector<float> const short_scale(10, 1.0f);
+  EXPECT_THROW(Linear({DType::kI8, DType::kBF16, std::nullopt}, {host.weight.cview(), short_scale, {}}, nullptr), Error);
+  EXPECT_THROW(Linear({DType::kF8E4M3, DType::kBF16, std::nullopt}, host.view(), nullptr), Error);  // I8 weight
+  EXPECT_THROW(Linear({DType::kBF16, DType::kF16, std::nullopt}, host.view(), nullptr), Error);
+  Linear ok({DType::kI8, DType::kBF16, std::nullopt}, host.view(), nullptr);
+  EXPECT_THROW(ok.forward(nullptr, nullptr, 1, nullptr), Error);
+  DeviceBuffer d(64 * 64 * 2);
+  EXPECT_THROW(ok.forward(d.get(), d.get(), 0, nullptr), Error);
+}
+
+// No GPU needed: the bucket arithmetic.
+TEST(LinearBuckets, PadAtMostAnEighthAboveTwoHundredFiftySix) {
+  EXPECT_EQ(Linear::m_bucket(1), 32);
+  EXPECT_EQ(Linear::m_bucket(32), 32);
+  EXPECT_EQ(Linear::m_bucket(33), 64);
+  EXPECT_EQ(Linear::m_bucket(256), 256);
+  EXPECT_EQ(Linear::m_bucket(257), 288);
+  EXPECT_EQ(Linear::m_bucket(4096), 4096);
+  EXPECT_EQ(Linear::m_bucket(4097), 4608);
+  EXPECT_EQ(Linear::m_bucket(32768), 32768);
+  for (std::int64_t m = 1; m <= 70000; m += (m < 1000 ? 1 : 97)) {
+    std::int64_t const b = Linear::m_bucket(m);
+    ASSERT_GE(b, m);
+    ASSERT_EQ(b % 32, 0) << m;
+    if (m > 256) {
+      ASSERT_LE(b - m, m / 8) << m;
+    }
+    ASSERT_EQ(Linear::m_bucket(b), b) << m;  // a bucket is its own bucket
+  }
+  EXPECT_THROW(Linear::m_bucket(0), Error);
+}
+
+}  // namespace
+}  // namespace slidesparse
