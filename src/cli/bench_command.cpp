@@ -10,7 +10,9 @@
 #include "commands.hpp"
 #include "slidesparse/bench/presets.hpp"
 #include "slidesparse/bench/report.hpp"
+#include "slidesparse/core/dtype.hpp"
 #include "slidesparse/core/error.hpp"
+#include "slidesparse/core/pattern.hpp"
 #include "slidesparse/io/hf_checkpoint.hpp"
 #include "slidesparse/io/tuning_cache.hpp"
 #ifdef SLIDESPARSE_HAVE_CUDA
@@ -71,7 +73,7 @@ Command register_bench(CLI::App& app) {
   sub->add_option("--tuning-cache", args->tuning_cache,
                   "Tuning cache file (default $SLIDESPARSE_TUNING_CACHE or ~/.cache/slidesparse/tuning.json; "
                   "'none': tune in memory only)");
-  return [args, &app] {
+  return [args, &app]() -> int {
     std::vector<bench::ModelShapes> models;
     for (auto const& m : args->models) models.push_back(bench::model_shapes(m));
     std::vector<std::int64_t> ms;

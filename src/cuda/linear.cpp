@@ -95,8 +95,11 @@ Linear::Linear(LinearConfig const& config, LinearWeights const& weights, cudaStr
                io::TuningCache* tuning, std::string name, std::shared_ptr<LinearScratch> scratch)
     : config_(config),
       name_(std::move(name)),
-      layout_(config.pattern ? ActivationLayout::slid(*config.pattern, weights.weight.cols, config.k_alignment)
-                             : ActivationLayout::dense(weights.weight.cols, config.k_alignment)),
+      // 2:4 needs no lifting (one window per block of 4: the slid layout is the identity), and
+      // the identity layout takes quant_lift's faster copy path.
+      layout_(config.pattern && config.pattern->half_block() != 2
+                  ? ActivationLayout::slid(*config.pattern, weights.weight.cols, config.k_alignment)
+                  : ActivationLayout::dense(weights.weight.cols, config.k_alignment)),
       n_(weights.weight.rows),
       n_padded_(round_up(weights.weight.rows, config.pattern ? 32 : 8)),
       device_(std::make_unique<Device>()),
@@ -132,7 +135,11 @@ Linear::Linear(LinearConfig const& config, LinearWeights const& weights, cudaStr
   std::vector<std::byte> host(static_cast<std::size_t>(n_padded_ * kl) * elem, std::byte{0});
   MatrixView lifted{c, n_, kl, host.data(), weights.weight.name.empty() ? std::string_view(name_) : weights.weight.name};
   if (config.pattern) {
-    slide(weights.weight, *config.pattern, layout_.shape(), lifted);
+    LiftedShape const shape = lifted_shape(*config.pattern, weights.weight.cols, config.k_alignment);
+    if (shape.k_lifted != kl) {
+      fail(ErrorKind::kInternal, "{}: weight K' = {} but activation K' = {}", name_, shape.k_lifted, kl);
+    }
+    slide(weights.weight, *config.pattern, shape, lifted);
   } else {
     for (std::int64_t r = 0; r < n_; ++r) {
       std::memcpy(lifted.row(r), weights.weight.row(r), static_cast<std::size_t>(weights.weight.cols) * elem);
