@@ -45,7 +45,9 @@ bool supported(DType in, DType out) {
 constexpr std::size_t kCompressedGuardBytes = std::size_t{1} << 20;
 
 // Below this many output channels cuSPARSELt's Segment-K (split-K = -1, picked by the search)
-// has been reported to hang on sm90; such layers keep the default configuration.
+// has been reported to hang on sm90; such layers keep the default configuration. FP16 layers
+// do too: on an H100 with 0.8.0, MatmulSearch for FP16 2:4 (N = 4608, K' = 3584, M = 32) ran a
+// candidate kernel that raised cudaErrorIllegalInstruction, which poisons the CUDA context.
 constexpr std::int64_t kMinNForSearch = 400;
 
 // What MatmulSearch chooses and the tuning cache stores: the kernel configuration and its
@@ -188,7 +190,7 @@ CusparseltGemm::Plan& CusparseltGemm::plan_for(std::int64_t m, void const* x_lif
   SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulAlgSelectionInit(&c.handle, &p.selection, &p.matmul,
                                                                 CUSPARSELT_MATMUL_ALG_DEFAULT));
   p.ready = 3;
-  bool const searchable = n_ >= kMinNForSearch;
+  bool const searchable = n_ >= kMinNForSearch && input_dtype_ != DType::kF16;
   std::string const key = searchable && tuning_
       ? detail::gemm_tuning_key("cusparselt", library_version_, input_dtype_, output_dtype_, n_, k_lifted_, m) : "";
   bool restored = false;
@@ -219,10 +221,32 @@ CusparseltGemm::Plan& CusparseltGemm::plan_for(std::int64_t m, void const* x_lif
   SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulGetWorkspace(&c.handle, &p.plan, &p.workspace_bytes));
   if (p.workspace_bytes) SLIDESPARSE_CUDA_CHECK(cudaMalloc(&p.workspace, p.workspace_bytes));
   p.tuned_from_cache = restored;
+  bool searched = false;
   if (searchable && !restored) {
     float const alpha = 1.0f, beta = 0.0f;
-    SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulSearch(&c.handle, &p.plan, &alpha, c.compressed, x_lifted,
-                                                        &beta, y, y, p.workspace, &stream, 1));
+    cusparseStatus_t const status = cusparseLtMatmulSearch(&c.handle, &p.plan, &alpha, c.compressed, x_lifted,
+                                                           &beta, y, y, p.workspace, &stream, 1);
+    if (status == CUSPARSE_STATUS_SUCCESS) {
+      searched = true;
+    } else {
+      // A search that fails without a device fault (e.g. an unsupported candidate reported as
+      // an error) leaves the default configuration usable: rebuild the plan from a fresh
+      // selection. A device fault is sticky and surfaces in the synchronize below.
+      SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream));
+      fmt::print(stderr, "slidesparse: warning: cuSPARSELt MatmulSearch failed ({}) for {} -> {}, N = {}, K' = {}, "
+                 "M = {}; using the default configuration\n", cusparseLtGetErrorName(status), dtype_name(input_dtype_),
+                 dtype_name(output_dtype_), n_, k_lifted_, m);
+      cusparseLtMatmulPlanDestroy(&p.plan);
+      cusparseLtMatmulAlgSelectionDestroy(&p.selection);
+      p.ready = 2;
+      SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulAlgSelectionInit(&c.handle, &p.selection, &p.matmul,
+                                                                    CUSPARSELT_MATMUL_ALG_DEFAULT));
+      p.ready = 3;
+      SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulPlanInit(&c.handle, &p.plan, &p.matmul, &p.selection));
+      p.ready = 4;
+    }
+  }
+  if (searchable && !restored) {
     // The chosen configuration (split-K in particular) may need a larger workspace.
     std::size_t needed = 0;
     SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulGetWorkspace(&c.handle, &p.plan, &needed));
@@ -233,7 +257,7 @@ CusparseltGemm::Plan& CusparseltGemm::plan_for(std::int64_t m, void const* x_lif
       SLIDESPARSE_CUDA_CHECK(cudaMalloc(&p.workspace, needed));
       p.workspace_bytes = needed;
     }
-    if (!key.empty()) {
+    if (!key.empty() && searched) {
       nlohmann::json entry = {{"tuned", detail::tuning_date()}};
       for (auto const& [attribute, name] : kTunedAttributes) {
         int v = 0;
