@@ -187,9 +187,17 @@ CusparseltGemm::Plan& CusparseltGemm::plan_for(std::int64_t m, void const* x_lif
   SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulDescriptorInit(
       &c.handle, &p.matmul, CUSPARSE_OPERATION_TRANSPOSE, CUSPARSE_OPERATION_NON_TRANSPOSE,
       &c.weight_desc, &p.x_desc, &p.y_desc, &p.y_desc, compute));
-  SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulAlgSelectionInit(&c.handle, &p.selection, &p.matmul,
-                                                                CUSPARSELT_MATMUL_ALG_DEFAULT));
-  p.ready = 3;
+  // A default selection (ready = 3); `fresh` destroys the current one first.
+  auto const init_selection = [&](bool fresh) {
+    if (fresh) {
+      cusparseLtMatmulAlgSelectionDestroy(&p.selection);
+      p.ready = 2;
+    }
+    SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulAlgSelectionInit(&c.handle, &p.selection, &p.matmul,
+                                                                  CUSPARSELT_MATMUL_ALG_DEFAULT));
+    p.ready = 3;
+  };
+  init_selection(false);
   bool const searchable = n_ >= kMinNForSearch && input_dtype_ != DType::kF16;
   std::string const key = searchable && tuning_
       ? detail::gemm_tuning_key("cusparselt", library_version_, input_dtype_, output_dtype_, n_, k_lifted_, m) : "";
@@ -207,13 +215,7 @@ CusparseltGemm::Plan& CusparseltGemm::plan_for(std::int64_t m, void const* x_lif
           break;
         }
       }
-      if (!restored) {  // start from a clean selection
-        cusparseLtMatmulAlgSelectionDestroy(&p.selection);
-        p.ready = 2;
-        SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulAlgSelectionInit(&c.handle, &p.selection, &p.matmul,
-                                                                      CUSPARSELT_MATMUL_ALG_DEFAULT));
-        p.ready = 3;
-      }
+      if (!restored) init_selection(true);  // start from a clean selection
     }
   }
   SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulPlanInit(&c.handle, &p.plan, &p.matmul, &p.selection));
@@ -237,11 +239,8 @@ CusparseltGemm::Plan& CusparseltGemm::plan_for(std::int64_t m, void const* x_lif
                  "M = {}; using the default configuration\n", cusparseLtGetErrorName(status), dtype_name(input_dtype_),
                  dtype_name(output_dtype_), n_, k_lifted_, m);
       cusparseLtMatmulPlanDestroy(&p.plan);
-      cusparseLtMatmulAlgSelectionDestroy(&p.selection);
-      p.ready = 2;
-      SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulAlgSelectionInit(&c.handle, &p.selection, &p.matmul,
-                                                                    CUSPARSELT_MATMUL_ALG_DEFAULT));
       p.ready = 3;
+      init_selection(true);
       SLIDESPARSE_CUSPARSELT_CHECK(cusparseLtMatmulPlanInit(&c.handle, &p.plan, &p.matmul, &p.selection));
       p.ready = 4;
     }
