@@ -1,0 +1,90 @@
+/// \file cpu_model.hpp
+/// \brief The float32 CPU reference of a Llama / Qwen2 decoder: the model every GPU backend and
+/// every accuracy number is checked against.
+///
+/// One forward step over T new tokens of one sequence (positions p0 .. p0+T-1):
+///   h = embed[token]
+///   per layer:  a = RMSNorm(h) ; q,k,v = a Wq^T (+bq), a Wk^T (+bk), a Wv^T (+bv)
+///               RoPE(q, k) by position (pairs (i, i + head_dim/2), the Hugging Face layout)
+///               K/V appended to the sequence's cache; causal attention per head, query head h
+///               reading KV head h / (heads / kv_heads), scale 1/sqrt(head_dim)
+///               h += attn Wo^T ; b = RMSNorm(h) ; h += (silu(b Wg^T) * (b Wu^T)) Wd^T
+///   logits = RMSNorm(h) W_lm^T (W_lm = embed when tied)
+/// Every row of every linear is an independent dot product with a fixed summation order, so a
+/// token's logits do not depend on how many tokens are processed together (prefill == decode,
+/// bit for bit). Linears run on `parallel_for` threads.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "slidesparse/runtime/model_config.hpp"
+
+namespace slidesparse::runtime {
+
+/// y [M, N] = x [M, K] W^T (+ bias) with W [N, K] row-major, in float32. The dot product sums
+/// 8 interleaved partial sums (k mod 8) and adds them pairwise: the order is fixed, so results
+/// are reproducible and independent of M and of threading.
+class CpuLinear {
+ public:
+  CpuLinear() = default;
+  CpuLinear(std::vector<float> weight, std::int64_t n, std::int64_t k, std::vector<float> bias = {});
+  void forward(float const* x, std::int64_t m, float* y) const;
+  std::int64_t n() const noexcept { return n_; }
+  std::int64_t k() const noexcept { return k_; }
+  std::vector<float> const& weight() const noexcept { return weight_; }
+  std::vector<float>& weight() noexcept { return weight_; }
+  std::vector<float> const& bias() const noexcept { return bias_; }
+
+ private:
+  std::vector<float> weight_;
+  std::vector<float> bias_;
+  std::int64_t n_ = 0, k_ = 0;
+};
+
+struct LayerWeights {
+  std::vector<float> attn_norm, ffn_norm;  ///< [hidden]
+  CpuLinear q, k, v, o, gate, up, down;
+};
+
+struct ModelWeights {
+  ModelConfig config;
+  std::vector<float> embed;       ///< [vocab, hidden]
+  std::vector<float> final_norm;  ///< [hidden]
+  CpuLinear lm_head;              ///< [vocab, hidden]; a copy of embed when tied
+  std::vector<LayerWeights> layers;
+
+  /// Random weights with the config's shapes (normal, std 0.02 for matrices, norms near 1,
+  /// small biases), deterministic in `seed`. For tests and performance work.
+  static ModelWeights random(ModelConfig const& config, std::uint64_t seed);
+  /// Throws Error(kInvalidInput) naming the first tensor whose size does not fit the config.
+  void validate() const;
+};
+
+/// A sequence's KV cache: [layers][capacity][kv_dim] for K and V.
+struct Sequence {
+  std::int64_t capacity = 0;
+  std::int64_t length = 0;  ///< tokens already in the cache
+  std::vector<float> k, v;
+};
+
+class CpuModel {
+ public:
+  explicit CpuModel(ModelWeights weights);
+  ModelConfig const& config() const noexcept { return weights_.config; }
+  ModelWeights const& weights() const noexcept { return weights_; }
+
+  Sequence new_sequence(std::int64_t capacity) const;
+  /// Appends `tokens` to the sequence and returns their logits [T, vocab] (all_logits) or the
+  /// last token's [vocab]. Throws Error for a token id outside the vocabulary (naming it and
+  /// its position) or a sequence that would exceed its capacity.
+  std::vector<float> forward(Sequence& sequence, std::span<int const> tokens, bool all_logits) const;
+
+ private:
+  ModelWeights weights_;
+  std::vector<double> inv_freq_;
+};
+
+}  // namespace slidesparse::runtime

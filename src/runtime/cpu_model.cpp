@@ -1,0 +1,244 @@
+#include "slidesparse/runtime/cpu_model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "slidesparse/core/error.hpp"
+#include "slidesparse/core/parallel.hpp"
+
+namespace slidesparse::runtime {
+namespace {
+
+// Fixed-order dot product: lane j accumulates terms k = j (mod 8), lanes are combined pairwise.
+// Independent lanes let the compiler vectorize without reassociating anything.
+float dot(float const* a, float const* b, std::int64_t n) {
+  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int j = 0; j < 8; ++j) lane[j] += a[i + j] * b[i + j];
+  }
+  for (int j = 0; i < n; ++i, ++j) lane[j] += a[i] * b[i];
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+// RMSNorm of one row: x / sqrt(mean(x^2) + eps) * w, the mean accumulated in double.
+void rms_norm(float const* x, float const* w, std::int64_t n, double eps, float* y) {
+  double sum = 0;
+  for (std::int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i]) * x[i];
+  auto const inv = static_cast<float>(1.0 / std::sqrt(sum / static_cast<double>(n) + eps));
+  for (std::int64_t i = 0; i < n; ++i) y[i] = (x[i] * inv) * w[i];
+}
+
+// Rotates pairs (i, i + d/2) of one head vector by position * inv_freq[i] (Hugging Face
+// rotate_half layout).
+void rope(float* v, std::int64_t head_dim, std::int64_t position, std::vector<double> const& inv_freq) {
+  std::int64_t const half = head_dim / 2;
+  for (std::int64_t i = 0; i < half; ++i) {
+    double const angle = static_cast<double>(position) * inv_freq[static_cast<std::size_t>(i)];
+    auto const c = static_cast<float>(std::cos(angle)), s = static_cast<float>(std::sin(angle));
+    float const a = v[i], b = v[i + half];
+    v[i] = a * c - b * s;
+    v[i + half] = b * c + a * s;
+  }
+}
+
+float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+std::vector<float> random_vector(std::mt19937_64& rng, std::size_t n, float mean, float stddev) {
+  std::normal_distribution<float> dist(mean, stddev);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+}  // namespace
+
+CpuLinear::CpuLinear(std::vector<float> weight, std::int64_t n, std::int64_t k, std::vector<float> bias)
+    : weight_(std::move(weight)), bias_(std::move(bias)), n_(n), k_(k) {
+  if (n <= 0 || k <= 0 || static_cast<std::int64_t>(weight_.size()) != n * k ||
+      (!bias_.empty() && static_cast<std::int64_t>(bias_.size()) != n)) {
+    fail(ErrorKind::kInvalidInput, "CpuLinear: weight of {} values for [{}, {}] with {} bias entries", weight_.size(), n, k,
+         bias_.size());
+  }
+}
+
+void CpuLinear::forward(float const* x, std::int64_t m, float* y) const {
+  // Parallel over output channels (each thread streams its slice of W once for all M rows).
+  parallel_for(n_, k_ * 4 * std::max<std::int64_t>(m, 1), [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t row = 0; row < m; ++row) {
+      float const* xr = x + row * k_;
+      for (std::int64_t j = begin; j < end; ++j) {
+        float v = dot(xr, weight_.data() + j * k_, k_);
+        if (!bias_.empty()) v += bias_[static_cast<std::size_t>(j)];
+        y[row * n_ + j] = v;
+      }
+    }
+  });
+}
+
+ModelWeights ModelWeights::random(ModelConfig const& c, std::uint64_t seed) {
+  c.validate();
+  std::mt19937_64 rng(seed);
+  auto matrix = [&](std::int64_t n, std::int64_t k, bool bias) {
+    std::vector<float> b = bias ? random_vector(rng, static_cast<std::size_t>(n), 0.0f, 0.02f) : std::vector<float>{};
+    return CpuLinear(random_vector(rng, static_cast<std::size_t>(n * k), 0.0f, 0.02f), n, k, std::move(b));
+  };
+  ModelWeights w;
+  w.config = c;
+  w.embed = random_vector(rng, static_cast<std::size_t>(c.vocab * c.hidden), 0.0f, 0.02f);
+  for (std::int64_t l = 0; l < c.layers; ++l) {
+    LayerWeights layer;
+    layer.attn_norm = random_vector(rng, static_cast<std::size_t>(c.hidden), 1.0f, 0.05f);
+    layer.ffn_norm = random_vector(rng, static_cast<std::size_t>(c.hidden), 1.0f, 0.05f);
+    layer.q = matrix(c.q_dim(), c.hidden, c.qkv_bias);
+    layer.k = matrix(c.kv_dim(), c.hidden, c.qkv_bias);
+    layer.v = matrix(c.kv_dim(), c.hidden, c.qkv_bias);
+    layer.o = matrix(c.hidden, c.q_dim(), false);
+    layer.gate = matrix(c.intermediate, c.hidden, false);
+    layer.up = matrix(c.intermediate, c.hidden, false);
+    layer.down = matrix(c.hidden, c.intermediate, false);
+    w.layers.push_back(std::move(layer));
+  }
+  w.final_norm = random_vector(rng, static_cast<std::size_t>(c.hidden), 1.0f, 0.05f);
+  w.lm_head = c.tie_embeddings ? CpuLinear(w.embed, c.vocab, c.hidden) : matrix(c.vocab, c.hidden, false);
+  return w;
+}
+
+void ModelWeights::validate() const {
+  ModelConfig const& c = config;
+  c.validate();
+  auto check = [&](std::string const& what, std::size_t have, std::int64_t want) {
+    if (static_cast<std::int64_t>(have) != want) {
+      fail(ErrorKind::kInvalidInput, "model {}: {} has {} values, the config needs {}", c.name, what, have, want);
+    }
+  };
+  auto check_linear = [&](std::string const& what, CpuLinear const& lin, std::int64_t n, std::int64_t k, bool bias) {
+    if (lin.n() != n || lin.k() != k) {
+      fail(ErrorKind::kInvalidInput, "model {}: {} is [{}, {}], the config needs [{}, {}]", c.name, what, lin.n(), lin.k(), n, k);
+    }
+    if (bias != !lin.bias().empty()) {
+      fail(ErrorKind::kInvalidInput, "model {}: {} {} a bias, the config says {}", c.name, what,
+           lin.bias().empty() ? "lacks" : "has", bias ? "it has one" : "it has none");
+    }
+  };
+  check("embed", embed.size(), c.vocab * c.hidden);
+  check("final_norm", final_norm.size(), c.hidden);
+  check_linear("lm_head", lm_head, c.vocab, c.hidden, false);
+  check("layers", layers.size(), c.layers);
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    LayerWeights const& L = layers[l];
+    std::string const p = "layers." + std::to_string(l) + ".";
+    check(p + "attn_norm", L.attn_norm.size(), c.hidden);
+    check(p + "ffn_norm", L.ffn_norm.size(), c.hidden);
+    check_linear(p + "q_proj", L.q, c.q_dim(), c.hidden, c.qkv_bias);
+    check_linear(p + "k_proj", L.k, c.kv_dim(), c.hidden, c.qkv_bias);
+    check_linear(p + "v_proj", L.v, c.kv_dim(), c.hidden, c.qkv_bias);
+    check_linear(p + "o_proj", L.o, c.hidden, c.q_dim(), false);
+    check_linear(p + "gate_proj", L.gate, c.intermediate, c.hidden, false);
+    check_linear(p + "up_proj", L.up, c.intermediate, c.hidden, false);
+    check_linear(p + "down_proj", L.down, c.hidden, c.intermediate, false);
+  }
+}
+
+CpuModel::CpuModel(ModelWeights weights) : weights_(std::move(weights)) {
+  weights_.validate();
+  inv_freq_ = weights_.config.rope_inverse_frequencies();
+}
+
+Sequence CpuModel::new_sequence(std::int64_t capacity) const {
+  ModelConfig const& c = config();
+  if (capacity <= 0) fail(ErrorKind::kUsage, "sequence capacity {} must be positive", capacity);
+  Sequence s;
+  s.capacity = capacity;
+  std::size_t const n = static_cast<std::size_t>(c.layers * capacity * c.kv_dim());
+  s.k.assign(n, 0.0f);
+  s.v.assign(n, 0.0f);
+  return s;
+}
+
+std::vector<float> CpuModel::forward(Sequence& seq, std::span<int const> tokens, bool all_logits) const {
+  ModelConfig const& c = config();
+  auto const t_count = static_cast<std::int64_t>(tokens.size());
+  if (t_count == 0) return {};
+  if (seq.length + t_count > seq.capacity) {
+    fail(ErrorKind::kUsage, "sequence of capacity {} cannot take {} more tokens after {}", seq.capacity, t_count, seq.length);
+  }
+  for (std::int64_t t = 0; t < t_count; ++t) {
+    int const id = tokens[static_cast<std::size_t>(t)];
+    if (id < 0 || id >= c.vocab) {
+      fail(ErrorKind::kInvalidInput, "token id {} at position {} is outside the vocabulary of {}", id, seq.length + t, c.vocab);
+    }
+  }
+  std::int64_t const H = c.hidden, D = c.head_dim, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate;
+  std::int64_t const group = c.heads / c.kv_heads;
+  std::int64_t const p0 = seq.length;
+  auto sz = [](std::int64_t n) { return static_cast<std::size_t>(n); };
+  std::vector<float> h(sz(t_count * H)), a(sz(t_count * H)), q(sz(t_count * Q)), k(sz(t_count * KV)),
+      v(sz(t_count * KV)), attn(sz(t_count * Q)), proj(sz(t_count * H)), g(sz(t_count * I)), u(sz(t_count * I));
+  for (std::int64_t t = 0; t < t_count; ++t) {
+    std::copy_n(weights_.embed.data() + tokens[sz(t)] * H, H, h.data() + t * H);
+  }
+  float const scale = 1.0f / std::sqrt(static_cast<float>(D));
+  for (std::int64_t l = 0; l < c.layers; ++l) {
+    LayerWeights const& L = weights_.layers[sz(l)];
+    for (std::int64_t t = 0; t < t_count; ++t) rms_norm(h.data() + t * H, L.attn_norm.data(), H, c.rms_eps, a.data() + t * H);
+    L.q.forward(a.data(), t_count, q.data());
+    L.k.forward(a.data(), t_count, k.data());
+    L.v.forward(a.data(), t_count, v.data());
+    float* kc = seq.k.data() + l * seq.capacity * KV;
+    float* vc = seq.v.data() + l * seq.capacity * KV;
+    for (std::int64_t t = 0; t < t_count; ++t) {
+      for (std::int64_t hd = 0; hd < c.heads; ++hd) rope(q.data() + t * Q + hd * D, D, p0 + t, inv_freq_);
+      for (std::int64_t hd = 0; hd < c.kv_heads; ++hd) rope(k.data() + t * KV + hd * D, D, p0 + t, inv_freq_);
+      std::copy_n(k.data() + t * KV, KV, kc + (p0 + t) * KV);
+      std::copy_n(v.data() + t * KV, KV, vc + (p0 + t) * KV);
+    }
+    // Causal attention: token t (position p0 + t) attends to positions 0 .. p0 + t.
+    parallel_for(t_count * c.heads, (p0 + t_count) * D * 8, [&](std::int64_t begin, std::int64_t end) {
+      std::vector<float> score(sz(p0 + t_count));
+      for (std::int64_t idx = begin; idx < end; ++idx) {
+        std::int64_t const t = idx / c.heads, hd = idx % c.heads, kvh = hd / group;
+        std::int64_t const last = p0 + t;
+        float const* qv = q.data() + t * Q + hd * D;
+        float max_score = -INFINITY;
+        for (std::int64_t p = 0; p <= last; ++p) {
+          score[sz(p)] = dot(qv, kc + p * KV + kvh * D, D) * scale;
+          max_score = std::max(max_score, score[sz(p)]);
+        }
+        double total = 0;
+        for (std::int64_t p = 0; p <= last; ++p) {
+          score[sz(p)] = std::exp(score[sz(p)] - max_score);
+          total += score[sz(p)];
+        }
+        auto const inv_total = static_cast<float>(1.0 / total);
+        float* out = attn.data() + t * Q + hd * D;
+        std::fill_n(out, D, 0.0f);
+        for (std::int64_t p = 0; p <= last; ++p) {
+          float const w = score[sz(p)] * inv_total;
+          float const* vv = vc + p * KV + kvh * D;
+          for (std::int64_t d = 0; d < D; ++d) out[d] += w * vv[d];
+        }
+      }
+    });
+    L.o.forward(attn.data(), t_count, proj.data());
+    for (std::size_t i = 0; i < h.size(); ++i) h[i] += proj[i];
+    for (std::int64_t t = 0; t < t_count; ++t) rms_norm(h.data() + t * H, L.ffn_norm.data(), H, c.rms_eps, a.data() + t * H);
+    L.gate.forward(a.data(), t_count, g.data());
+    L.up.forward(a.data(), t_count, u.data());
+    for (std::size_t i = 0; i < g.size(); ++i) g[i] = silu(g[i]) * u[i];
+    L.down.forward(g.data(), t_count, proj.data());
+    for (std::size_t i = 0; i < h.size(); ++i) h[i] += proj[i];
+  }
+  seq.length += t_count;
+  std::int64_t const first = all_logits ? 0 : t_count - 1;
+  std::int64_t const rows = t_count - first;
+  for (std::int64_t t = first; t < t_count; ++t) {
+    rms_norm(h.data() + t * H, weights_.final_norm.data(), H, c.rms_eps, a.data() + (t - first) * H);
+  }
+  std::vector<float> logits(sz(rows * c.vocab));
+  weights_.lm_head.forward(a.data(), rows, logits.data());
+  return logits;
+}
+
+}  // namespace slidesparse::runtime
