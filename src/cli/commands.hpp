@@ -19,5 +19,6 @@ Command register_synth(CLI::App& app);
 Command register_demo(CLI::App& app);
 Command register_info(CLI::App& app);
 Command register_bench(CLI::App& app);
+Command register_eval(CLI::App& app);
 
 }  // namespace slidesparse::cli

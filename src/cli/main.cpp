@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   add(cli::register_demo);
   add(cli::register_info);
   add(cli::register_bench);
+  add(cli::register_eval);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

@@ -20,10 +20,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "file_util.hpp"
 #include "slidesparse/core/error.hpp"
 
 namespace slidesparse::io {
 namespace {
+
+using detail::errno_text;
+using detail::FdGuard;
+using detail::invalid;
 
 // std::map-backed, so a header of n tensors parses in O(n log n); ordered_json would scan its
 // vector on every insert (quadratic, and a 100 MB header can hold a million keys). Header order
@@ -37,14 +42,7 @@ constexpr std::uint64_t kLengthPrefix = 8;  // u64 little-endian header length H
 constexpr std::string_view kMetadataKey = "__metadata__";
 constexpr std::uint64_t kU64Max = std::numeric_limits<std::uint64_t>::max();
 
-std::string errno_text(int err) { return std::generic_category().message(err); }
 
-/// Throw Error(kInvalidInput) with the file's path in front of the message.
-template <typename... Args>
-[[noreturn]] void invalid(std::string const& file, fmt::format_string<Args...> format,
-                          Args&&... args) {
-  fail(ErrorKind::kInvalidInput, "{}: {}", file, fmt::format(format, std::forward<Args>(args)...));
-}
 
 /// A JSON value for an error message, cut short so a huge array cannot flood the terminal.
 std::string brief_json(Json const& value) {
@@ -54,20 +52,6 @@ std::string brief_json(Json const& value) {
   return text;
 }
 
-/// Closes a file descriptor when it goes out of scope.
-class FdGuard {
- public:
-  explicit FdGuard(int fd) noexcept : fd_(fd) {}
-  FdGuard(FdGuard const&) = delete;
-  FdGuard& operator=(FdGuard const&) = delete;
-  ~FdGuard() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const noexcept { return fd_; }
-
- private:
-  int fd_;
-};
 
 /// a * b, or false on u64 overflow.
 bool checked_mul(std::uint64_t a, std::uint64_t b, std::uint64_t& product) noexcept {
@@ -408,7 +392,7 @@ struct SafetensorsFile::Impl {
   Impl(Impl const&) = delete;
   Impl& operator=(Impl const&) = delete;
   ~Impl() {
-    if (base != nullptr) ::munmap(const_cast<std::byte*>(base), size);
+    detail::unmap_file(base, size);
   }
 };
 
@@ -422,22 +406,11 @@ SafetensorsFile SafetensorsFile::open(std::filesystem::path const& path) {
   impl->path = path;
   std::string const file = path.string();
 
-  FdGuard fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) fail(ErrorKind::kIo, "{}: cannot open for reading: {}", file, errno_text(errno));
-  struct stat st{};
-  if (::fstat(fd.get(), &st) != 0) fail(ErrorKind::kIo, "{}: cannot stat: {}", file,
-                                        errno_text(errno));
-  if (!S_ISREG(st.st_mode)) invalid(file, "not a regular file");
-  auto const size = static_cast<std::uint64_t>(st.st_size);
-  if (size < kLengthPrefix) {
-    invalid(file, "file has {} bytes; a safetensors file begins with an 8-byte header length",
-            size);
-  }
-  void* mapped = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
-  if (mapped == MAP_FAILED) fail(ErrorKind::kIo, "{}: cannot mmap {} bytes: {}", file, size,
-                                 errno_text(errno));
-  impl->base = static_cast<std::byte const*>(mapped);
-  impl->size = size;
+  detail::MappedFile const mapped =
+      detail::map_file_read_only(file, kLengthPrefix, "a safetensors file begins with an 8-byte header length");
+  impl->base = mapped.base;
+  impl->size = mapped.size;
+  auto const size = mapped.size;
 
   auto const header_size = read_u64_le(impl->base);
   if (header_size < 2) {

@@ -31,7 +31,7 @@ Result run(std::string const& args) {
 }
 
 TEST(Cli, EveryCommandHasHelp) {
-  for (char const* command : {"convert", "slide", "verify", "inspect", "synth", "demo", "info", "bench"}) {
+  for (char const* command : {"convert", "slide", "verify", "inspect", "synth", "demo", "info", "bench", "eval ppl"}) {
     Result const r = run(std::string(command) + " --help");
     EXPECT_EQ(r.code, 0) << command << ": " << r.output;
     EXPECT_NE(r.output.find("Usage"), std::string::npos) << command;
@@ -51,6 +51,12 @@ TEST(Cli, BenchRejectsBadArgumentsBeforeTouchingTheGpu) {
     EXPECT_EQ(r.code, 2) << b.args << ": " << r.output;
     EXPECT_NE(r.output.find(b.says), std::string::npos) << b.args << ": " << r.output;
   }
+}
+
+TEST(Cli, EvalNamesAMissingModelFile) {
+  Result const r = run("eval ppl --model /nonexistent/model.gguf --text /nonexistent/text.txt");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("/nonexistent/model.gguf"), std::string::npos) << r.output;
 }
 
 TEST(Cli, DemoPasses) {

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -102,5 +103,23 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+/// Expects `call` to throw slidesparse::Error of `kind` whose message holds every one of
+/// `parts` (e.g. the file, tensor and byte offset). Returns the message ("" if nothing threw).
+template <typename F>
+std::string expect_error(F&& call, ErrorKind kind, std::vector<std::string> const& parts) {
+  try {
+    call();
+    ADD_FAILURE() << "no error thrown";
+  } catch (Error const& e) {
+    EXPECT_EQ(e.kind(), kind) << e.what();
+    std::string const message = e.what();
+    for (auto const& part : parts) {
+      EXPECT_NE(message.find(part), std::string::npos) << "missing '" << part << "' in: " << message;
+    }
+    return message;
+  }
+  return {};
+}
 
 }  // namespace slidesparse::test

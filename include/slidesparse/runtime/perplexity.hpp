@@ -1,0 +1,43 @@
+/// \file perplexity.hpp
+/// \brief Perplexity of a token stream under the CPU model, with sliding context windows, and
+/// pruning a loaded model's projection weights to a pattern.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+
+#include "slidesparse/core/pattern.hpp"
+#include "slidesparse/runtime/cpu_model.hpp"
+
+namespace slidesparse::runtime {
+
+struct PerplexityOptions {
+  std::int64_t context = 512;  ///< tokens of context per window (the model sees at most this many)
+  std::int64_t stride = 256;   ///< window step: every token is scored once, with >= context - stride of history
+                               ///< (except near the start)
+};
+
+struct PerplexityResult {
+  double nll_sum = 0;           ///< sum of -log p(token | history), natural log
+  std::int64_t scored = 0;      ///< tokens scored (every token but the first)
+  double first_half_nll = 0;    ///< the same over the first and second half of the scored tokens,
+  double second_half_nll = 0;   ///< to judge the spread of the estimate
+  std::int64_t first_half_scored = 0;
+  double perplexity() const;
+  double first_half_perplexity() const;
+  double second_half_perplexity() const;
+};
+
+/// Windows end at stride, 2·stride, ... (and the last token); each covers the `context` tokens
+/// before its end and scores the tokens that the previous window did not. Log-softmax in double.
+/// progress(done, total) is called after every window.
+PerplexityResult perplexity(CpuModel const& model, std::span<int const> tokens, PerplexityOptions const& options,
+                            std::function<void(std::int64_t, std::int64_t)> const& progress = {});
+
+/// Prunes q, k, v, o, gate, up and down of every layer to the pattern along K (magnitude, or
+/// importance-weighted |w| * importance[k] when `importance` gives a vector per layer and
+/// projection — not yet: empty = magnitude). Embeddings, norms and lm_head are kept.
+void prune_model(ModelWeights& weights, SparsityPattern pattern);
+
+}  // namespace slidesparse::runtime

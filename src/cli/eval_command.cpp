@@ -1,0 +1,89 @@
+// `slidesparse eval ppl`: perplexity of a GGUF llama model (CPU reference backend) on a text
+// file, dense or with the projections pruned to a pattern; JSON result, progress on stderr.
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include "commands.hpp"
+#include "slidesparse/core/error.hpp"
+#include "slidesparse/core/parallel.hpp"
+#include "slidesparse/io/gguf.hpp"
+#include "slidesparse/io/hf_checkpoint.hpp"
+#include "slidesparse/runtime/gguf_loader.hpp"
+#include "slidesparse/runtime/perplexity.hpp"
+
+namespace slidesparse::cli {
+namespace {
+
+struct EvalArgs {
+  std::string model;
+  std::string text;
+  std::string pattern = "dense";
+  std::int64_t tokens = 4096;
+  std::int64_t context = 512;
+  std::int64_t stride = 256;
+  std::string json;
+  int threads = 0;
+};
+
+std::string read_text(std::string const& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(ErrorKind::kIo, "cannot read text file {}", path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace
+
+Command register_eval(CLI::App& app) {
+  auto args = std::make_shared<EvalArgs>();
+  auto* eval = app.add_subcommand("eval", "Evaluate a model on the CPU reference backend");
+  eval->require_subcommand(1);
+  auto* ppl = eval->add_subcommand("ppl", "Perplexity with sliding context windows (dense or pruned to a pattern)");
+  ppl->add_option("--model", args->model, "A llama-architecture GGUF file (e.g. .deps/models/SmolLM2-135M-Instruct.Q4_1.gguf)")
+      ->required();
+  ppl->add_option("--text", args->text, "Text file (e.g. ../shared/data/wikitext-2/test.txt)")->required();
+  ppl->add_option("--pattern", args->pattern, "dense, or prune the projections by magnitude to a pattern (6:8, 2:4, ...)");
+  ppl->add_option("--tokens", args->tokens, "Tokens of the text to evaluate (from its start)")->check(CLI::Range(2, 100000000));
+  ppl->add_option("--ctx", args->context, "Context tokens per window")->check(CLI::Range(2, 1000000));
+  ppl->add_option("--stride", args->stride, "Window step (<= ctx)")->check(CLI::Range(1, 1000000));
+  ppl->add_option("--json", args->json, "Write the result as JSON to this file");
+  ppl->add_option("--threads", args->threads, "Worker threads (default: all cores)");
+  return [args, ppl]() -> int {
+    if (!ppl->parsed()) return 2;
+    if (args->threads > 0) set_worker_threads(args->threads);
+    auto const start = std::chrono::steady_clock::now();
+    io::GgufFile const file = io::GgufFile::open(args->model);
+    runtime::BpeTokenizer const tokenizer(runtime::gguf_tokenizer_data(file));
+    runtime::ModelWeights weights = runtime::load_gguf_weights(file);
+    if (args->pattern != "dense") runtime::prune_model(weights, SparsityPattern::parse(args->pattern));
+    runtime::CpuModel const model(std::move(weights));
+    std::vector<int> ids = tokenizer.encode(read_text(args->text), {.add_special = false, .missing_byte = runtime::MissingByte::kSkip});
+    if (static_cast<std::int64_t>(ids.size()) > args->tokens) ids.resize(static_cast<std::size_t>(args->tokens));
+    bool const tty = ::isatty(STDERR_FILENO) != 0;
+    runtime::PerplexityResult const r = runtime::perplexity(
+        model, ids, {args->context, std::min(args->stride, args->context)}, [&](std::int64_t done, std::int64_t total) {
+          if (tty) fmt::print(stderr, "\reval ppl: window {}/{}", done, total);
+        });
+    if (tty) fmt::print(stderr, "\n");
+    double const seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    nlohmann::json const result = {
+        {"model", args->model},     {"text", args->text},          {"pattern", args->pattern},
+        {"prune", args->pattern == "dense" ? "none" : "magnitude"},  {"tokens", ids.size()},
+        {"context", args->context}, {"stride", std::min(args->stride, args->context)},
+        {"scored", r.scored},       {"perplexity", r.perplexity()},
+        {"first_half_perplexity", r.first_half_perplexity()},       {"second_half_perplexity", r.second_half_perplexity()},
+        {"seconds", seconds},       {"threads", worker_threads()}};
+    fmt::print("{} {}: perplexity {:.3f} over {} tokens (halves {:.3f} / {:.3f}), ctx {}, {:.1f} s\n", args->model,
+               args->pattern, r.perplexity(), r.scored, r.first_half_perplexity(), r.second_half_perplexity(), args->context,
+               seconds);
+    if (!args->json.empty()) io::write_text_file_atomic(args->json, result.dump(1) + "\n");
+    return 0;
+  };
+}
+
+}  // namespace slidesparse::cli

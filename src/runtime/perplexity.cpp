@@ -1,0 +1,78 @@
+#include "slidesparse/runtime/perplexity.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "slidesparse/core/error.hpp"
+#include "slidesparse/core/prune.hpp"
+
+namespace slidesparse::runtime {
+namespace {
+
+// -log softmax(logits)[target] in double.
+double negative_log_likelihood(float const* logits, std::int64_t vocab, int target) {
+  double max_logit = logits[0];
+  for (std::int64_t i = 1; i < vocab; ++i) max_logit = std::max(max_logit, static_cast<double>(logits[i]));
+  double sum = 0;
+  for (std::int64_t i = 0; i < vocab; ++i) sum += std::exp(static_cast<double>(logits[i]) - max_logit);
+  return -(static_cast<double>(logits[target]) - max_logit - std::log(sum));
+}
+
+}  // namespace
+
+double PerplexityResult::perplexity() const { return scored ? std::exp(nll_sum / static_cast<double>(scored)) : 0.0; }
+double PerplexityResult::first_half_perplexity() const {
+  return first_half_scored ? std::exp(first_half_nll / static_cast<double>(first_half_scored)) : 0.0;
+}
+double PerplexityResult::second_half_perplexity() const {
+  std::int64_t const n = scored - first_half_scored;
+  return n ? std::exp(second_half_nll / static_cast<double>(n)) : 0.0;
+}
+
+PerplexityResult perplexity(CpuModel const& model, std::span<int const> tokens, PerplexityOptions const& o,
+                            std::function<void(std::int64_t, std::int64_t)> const& progress) {
+  if (o.context < 2 || o.stride < 1 || o.stride > o.context) {
+    fail(ErrorKind::kUsage, "perplexity: need context >= 2 and 1 <= stride <= context (got {} and {})", o.context, o.stride);
+  }
+  auto const n = static_cast<std::int64_t>(tokens.size());
+  if (n < 2) fail(ErrorKind::kUsage, "perplexity: need at least 2 tokens, got {}", n);
+  std::int64_t const vocab = model.config().vocab;
+  PerplexityResult r;
+  std::int64_t const half = (n - 1) / 2;  // scored tokens 1 .. half are the first half
+  std::int64_t const windows = (n - 1 + o.stride - 1) / o.stride;
+  std::int64_t scored_until = 0;  // tokens 1 .. scored_until are scored
+  for (std::int64_t w = 0; w < windows; ++w) {
+    std::int64_t const end = std::min(n, (w + 1) * o.stride + 1);  // exclusive
+    std::int64_t const begin = std::max<std::int64_t>(0, end - o.context);
+    Sequence seq = model.new_sequence(end - begin);
+    std::vector<float> const logits = model.forward(seq, tokens.subspan(static_cast<std::size_t>(begin),
+                                                                        static_cast<std::size_t>(end - begin)), true);
+    // logits row i predicts token begin + i + 1.
+    for (std::int64_t t = std::max(scored_until + 1, begin + 1); t < end; ++t) {
+      double const nll = negative_log_likelihood(logits.data() + (t - 1 - begin) * vocab, vocab, tokens[static_cast<std::size_t>(t)]);
+      r.nll_sum += nll;
+      ++r.scored;
+      if (t <= half) {
+        r.first_half_nll += nll;
+        ++r.first_half_scored;
+      } else {
+        r.second_half_nll += nll;
+      }
+    }
+    scored_until = end - 1;
+    if (progress) progress(w + 1, windows);
+  }
+  return r;
+}
+
+void prune_model(ModelWeights& weights, SparsityPattern pattern) {
+  for (std::size_t l = 0; l < weights.layers.size(); ++l) {
+    LayerWeights& L = weights.layers[l];
+    for (CpuLinear* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) {
+      MatrixView view{DType::kF32, lin->n(), lin->k(), reinterpret_cast<std::byte*>(lin->weight().data()), "linear"};
+      prune_in_place(view, pattern);
+    }
+  }
+}
+
+}  // namespace slidesparse::runtime

@@ -1,0 +1,62 @@
+#include "slidesparse/runtime/perplexity.hpp"
+
+#include <cmath>
+
+#include <gtest/gtest.h>
+
+#include "slidesparse/core/error.hpp"
+
+namespace slidesparse::runtime {
+namespace {
+
+std::vector<int> tokens_of(std::int64_t vocab, int n) {
+  std::vector<int> t;
+  for (int i = 0; i < n; ++i) t.push_back(static_cast<int>((7919u * static_cast<unsigned>(i) + 13u) % vocab));
+  return t;
+}
+
+TEST(Perplexity, UniformLogitsGiveTheVocabularySize) {
+  ModelWeights w = ModelWeights::random(ModelConfig::preset("tiny-llama"), 3);
+  w.lm_head = CpuLinear(std::vector<float>(w.lm_head.weight().size(), 0.0f), w.lm_head.n(), w.lm_head.k());
+  CpuModel const model(w);
+  PerplexityResult const r = perplexity(model, tokens_of(model.config().vocab, 40), {16, 8});
+  EXPECT_EQ(r.scored, 39);
+  EXPECT_NEAR(r.perplexity(), static_cast<double>(model.config().vocab), 1e-9 * static_cast<double>(model.config().vocab));
+  EXPECT_EQ(r.first_half_scored, 19);
+}
+
+TEST(Perplexity, EveryTokenIsScoredOnceAndFullContextDoesNotDependOnTheStride) {
+  CpuModel const model(ModelWeights::random(ModelConfig::preset("tiny-qwen2"), 4));
+  std::vector<int> const t = tokens_of(model.config().vocab, 37);
+  for (std::int64_t stride : {1, 5, 36, 40}) {
+    SCOPED_TRACE(stride);
+    std::int64_t windows = 0;
+    PerplexityResult const r = perplexity(model, t, {64, std::min<std::int64_t>(stride, 64)},
+                                          [&](std::int64_t done, std::int64_t total) { windows = total, (void)done; });
+    EXPECT_EQ(r.scored, 36);
+    // context >= sequence: every token sees its whole prefix, whatever the windows.
+    EXPECT_EQ(r.nll_sum, perplexity(model, t, {64, 64}).nll_sum);
+    EXPECT_EQ(windows, (36 + std::min<std::int64_t>(stride, 64) - 1) / std::min<std::int64_t>(stride, 64));
+  }
+  // A shorter context changes the history, hence the result.
+  EXPECT_NE(perplexity(model, t, {8, 4}).nll_sum, perplexity(model, t, {64, 64}).nll_sum);
+  EXPECT_THROW(perplexity(model, t, {8, 9}), Error);
+}
+
+TEST(Perplexity, PruneModelObeysThePatternAndKeepsEmbeddings) {
+  ModelWeights w = ModelWeights::random(ModelConfig::preset("tiny-llama"), 5);
+  std::vector<float> const embed = w.embed;
+  prune_model(w, SparsityPattern::parse("6:8"));
+  EXPECT_EQ(w.embed, embed);
+  auto const& g = w.layers[1].gate;
+  for (std::int64_t r = 0; r < g.n(); ++r) {
+    for (std::int64_t b = 0; b * 8 < g.k(); ++b) {
+      int nz = 0;
+      for (std::int64_t j = b * 8; j < std::min(g.k(), b * 8 + 8); ++j) nz += g.weight()[static_cast<std::size_t>(r * g.k() + j)] != 0.0f;
+      ASSERT_LE(nz, 6);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace slidesparse::runtime
