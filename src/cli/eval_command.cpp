@@ -22,6 +22,9 @@ struct EvalArgs {
   std::string model;
   std::string text;
   std::string pattern = "dense";
+  std::string prune = "magnitude";
+  std::string calibration_text;
+  std::int64_t calibration_tokens = 512;
   std::int64_t tokens = 4096;
   std::int64_t context = 512;
   std::int64_t stride = 256;
@@ -48,6 +51,12 @@ Command register_eval(CLI::App& app) {
       ->required();
   ppl->add_option("--text", args->text, "Text file (e.g. ../shared/data/wikitext-2/test.txt)")->required();
   ppl->add_option("--pattern", args->pattern, "dense, or prune the projections by magnitude to a pattern (6:8, 2:4, ...)");
+  ppl->add_option("--prune", args->prune, "magnitude, or importance (Wanda: |w| * ||x||_2 from a calibration pass)")
+      ->check(CLI::IsMember({"magnitude", "importance"}));
+  ppl->add_option("--calibration-text", args->calibration_text,
+                  "Text for the importance calibration pass (e.g. ../shared/data/wikitext-2/valid.txt)");
+  ppl->add_option("--calibration-tokens", args->calibration_tokens, "Calibration tokens (windows of --ctx)")
+      ->check(CLI::Range(1, 100000000));
   ppl->add_option("--tokens", args->tokens, "Tokens of the text to evaluate (from its start)")->check(CLI::Range(2, 100000000));
   ppl->add_option("--ctx", args->context, "Context tokens per window")->check(CLI::Range(2, 1000000));
   ppl->add_option("--stride", args->stride, "Window step (<= ctx)")->check(CLI::Range(1, 1000000));
@@ -60,9 +69,25 @@ Command register_eval(CLI::App& app) {
     io::GgufFile const file = io::GgufFile::open(args->model);
     runtime::BpeTokenizer const tokenizer(runtime::gguf_tokenizer_data(file));
     runtime::ModelWeights weights = runtime::load_gguf_weights(file);
-    if (args->pattern != "dense") runtime::prune_model(weights, SparsityPattern::parse(args->pattern));
+    runtime::EncodeOptions const encode{.add_special = false, .missing_byte = runtime::MissingByte::kSkip};
+    bool const importance = args->pattern != "dense" && args->prune == "importance";
+    if (importance && args->calibration_text.empty()) {
+      fail(ErrorKind::kUsage, "eval ppl: --prune importance needs --calibration-text (e.g. the validation split)");
+    }
+    if (args->pattern != "dense") {
+      runtime::ActivationStats stats;
+      if (importance) {
+        std::vector<int> calib = tokenizer.encode(read_text(args->calibration_text), encode);
+        if (static_cast<std::int64_t>(calib.size()) > args->calibration_tokens) {
+          calib.resize(static_cast<std::size_t>(args->calibration_tokens));
+        }
+        runtime::CpuModel const dense(weights);
+        stats = runtime::calibrate(dense, calib, args->context);
+      }
+      runtime::prune_model(weights, SparsityPattern::parse(args->pattern), importance ? &stats : nullptr);
+    }
     runtime::CpuModel const model(std::move(weights));
-    std::vector<int> ids = tokenizer.encode(read_text(args->text), {.add_special = false, .missing_byte = runtime::MissingByte::kSkip});
+    std::vector<int> ids = tokenizer.encode(read_text(args->text), encode);
     if (static_cast<std::int64_t>(ids.size()) > args->tokens) ids.resize(static_cast<std::size_t>(args->tokens));
     bool const tty = ::isatty(STDERR_FILENO) != 0;
     runtime::PerplexityResult const r = runtime::perplexity(
@@ -73,13 +98,15 @@ Command register_eval(CLI::App& app) {
     double const seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     nlohmann::json const result = {
         {"model", args->model},     {"text", args->text},          {"pattern", args->pattern},
-        {"prune", args->pattern == "dense" ? "none" : "magnitude"},  {"tokens", ids.size()},
+        {"prune", args->pattern == "dense" ? "none" : args->prune},  {"tokens", ids.size()},
+        {"calibration_text", importance ? args->calibration_text : ""},
+        {"calibration_tokens", importance ? args->calibration_tokens : 0},
         {"context", args->context}, {"stride", std::min(args->stride, args->context)},
         {"scored", r.scored},       {"perplexity", r.perplexity()},
         {"first_half_perplexity", r.first_half_perplexity()},       {"second_half_perplexity", r.second_half_perplexity()},
         {"seconds", seconds},       {"threads", worker_threads()}};
-    fmt::print("{} {}: perplexity {:.3f} over {} tokens (halves {:.3f} / {:.3f}), ctx {}, {:.1f} s\n", args->model,
-               args->pattern, r.perplexity(), r.scored, r.first_half_perplexity(), r.second_half_perplexity(), args->context,
+    fmt::print("{} {}{}: perplexity {:.3f} over {} tokens (halves {:.3f} / {:.3f}), ctx {}, {:.1f} s\n", args->model,
+               args->pattern, importance ? " (importance)" : "", r.perplexity(), r.scored, r.first_half_perplexity(), r.second_half_perplexity(), args->context,
                seconds);
     if (!args->json.empty()) io::write_text_file_atomic(args->json, result.dump(1) + "\n");
     return 0;

@@ -157,7 +157,26 @@ Sequence CpuModel::new_sequence(std::int64_t capacity) const {
   return s;
 }
 
-std::vector<float> CpuModel::forward(Sequence& seq, std::span<int const> tokens, bool all_logits) const {
+std::vector<float> ActivationStats::norms(std::size_t layer, std::size_t site) const {
+  std::vector<double> const& s = sum_squares.at(layer)[site];
+  std::vector<float> out(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) out[i] = static_cast<float>(std::sqrt(s[i]));
+  return out;
+}
+
+namespace {
+void accumulate(ActivationStats* stats, std::size_t layer, std::size_t site, float const* x, std::int64_t m, std::int64_t k) {
+  if (!stats) return;
+  std::vector<double>& s = stats->sum_squares[layer][site];
+  if (s.empty()) s.assign(static_cast<std::size_t>(k), 0.0);
+  for (std::int64_t r = 0; r < m; ++r) {
+    for (std::int64_t c = 0; c < k; ++c) s[static_cast<std::size_t>(c)] += static_cast<double>(x[r * k + c]) * x[r * k + c];
+  }
+}
+}  // namespace
+
+std::vector<float> CpuModel::forward(Sequence& seq, std::span<int const> tokens, bool all_logits,
+                                     ActivationStats* stats) const {
   ModelConfig const& c = config();
   auto const t_count = static_cast<std::int64_t>(tokens.size());
   if (t_count == 0) return {};
@@ -180,9 +199,14 @@ std::vector<float> CpuModel::forward(Sequence& seq, std::span<int const> tokens,
     std::copy_n(weights_.embed.data() + tokens[sz(t)] * H, H, h.data() + t * H);
   }
   float const scale = 1.0f / std::sqrt(static_cast<float>(D));
+  if (stats) {
+    stats->sum_squares.resize(static_cast<std::size_t>(c.layers));
+    stats->tokens += t_count;
+  }
   for (std::int64_t l = 0; l < c.layers; ++l) {
     LayerWeights const& L = weights_.layers[sz(l)];
     for (std::int64_t t = 0; t < t_count; ++t) rms_norm(h.data() + t * H, L.attn_norm.data(), H, c.rms_eps, a.data() + t * H);
+    accumulate(stats, sz(l), 0, a.data(), t_count, H);
     L.q.forward(a.data(), t_count, q.data());
     L.k.forward(a.data(), t_count, k.data());
     L.v.forward(a.data(), t_count, v.data());
@@ -221,12 +245,15 @@ std::vector<float> CpuModel::forward(Sequence& seq, std::span<int const> tokens,
         }
       }
     });
+    accumulate(stats, sz(l), 1, attn.data(), t_count, Q);
     L.o.forward(attn.data(), t_count, proj.data());
     for (std::size_t i = 0; i < h.size(); ++i) h[i] += proj[i];
     for (std::int64_t t = 0; t < t_count; ++t) rms_norm(h.data() + t * H, L.ffn_norm.data(), H, c.rms_eps, a.data() + t * H);
+    accumulate(stats, sz(l), 2, a.data(), t_count, H);
     L.gate.forward(a.data(), t_count, g.data());
     L.up.forward(a.data(), t_count, u.data());
     for (std::size_t i = 0; i < g.size(); ++i) g[i] = silu(g[i]) * u[i];
+    accumulate(stats, sz(l), 3, g.data(), t_count, I);
     L.down.forward(g.data(), t_count, proj.data());
     for (std::size_t i = 0; i < h.size(); ++i) h[i] += proj[i];
   }

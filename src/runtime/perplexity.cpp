@@ -65,14 +65,35 @@ PerplexityResult perplexity(CpuModel const& model, std::span<int const> tokens, 
   return r;
 }
 
-void prune_model(ModelWeights& weights, SparsityPattern pattern) {
+void prune_model(ModelWeights& weights, SparsityPattern pattern, ActivationStats const* importance) {
+  if (importance && importance->sum_squares.size() != weights.layers.size()) {
+    fail(ErrorKind::kUsage, "prune_model: calibration statistics for {} layers, the model has {}",
+         importance->sum_squares.size(), weights.layers.size());
+  }
   for (std::size_t l = 0; l < weights.layers.size(); ++l) {
     LayerWeights& L = weights.layers[l];
-    for (CpuLinear* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) {
+    std::pair<CpuLinear*, std::size_t> const projections[] = {{&L.q, 0}, {&L.k, 0}, {&L.v, 0}, {&L.o, 1},
+                                                              {&L.gate, 2}, {&L.up, 2}, {&L.down, 3}};
+    for (auto const& [lin, site] : projections) {
       MatrixView view{DType::kF32, lin->n(), lin->k(), reinterpret_cast<std::byte*>(lin->weight().data()), "linear"};
-      prune_in_place(view, pattern);
+      if (importance) {
+        prune_in_place(view, pattern, importance->norms(l, site));
+      } else {
+        prune_in_place(view, pattern);
+      }
     }
   }
+}
+
+ActivationStats calibrate(CpuModel const& model, std::span<int const> tokens, std::int64_t context) {
+  if (context < 1) fail(ErrorKind::kUsage, "calibrate: context {} must be positive", context);
+  ActivationStats stats;
+  for (std::size_t begin = 0; begin < tokens.size(); begin += static_cast<std::size_t>(context)) {
+    std::size_t const count = std::min(tokens.size() - begin, static_cast<std::size_t>(context));
+    Sequence seq = model.new_sequence(static_cast<std::int64_t>(count));
+    model.forward(seq, tokens.subspan(begin, count), false, &stats);
+  }
+  return stats;
 }
 
 }  // namespace slidesparse::runtime

@@ -58,5 +58,32 @@ TEST(Perplexity, PruneModelObeysThePatternAndKeepsEmbeddings) {
   }
 }
 
+TEST(Perplexity, CalibrationCollectsEveryProjectionInputAndDrivesImportancePruning) {
+  ModelWeights const w = ModelWeights::random(ModelConfig::preset("tiny-qwen2"), 6);
+  CpuModel const model(w);
+  std::vector<int> const t = tokens_of(w.config.vocab, 30);
+  ActivationStats const stats = calibrate(model, t, 16);
+  EXPECT_EQ(stats.tokens, 30);
+  ASSERT_EQ(stats.sum_squares.size(), 2u);
+  EXPECT_EQ(stats.sum_squares[1][0].size(), static_cast<std::size_t>(w.config.hidden));
+  EXPECT_EQ(stats.sum_squares[1][1].size(), static_cast<std::size_t>(w.config.q_dim()));
+  EXPECT_EQ(stats.sum_squares[1][3].size(), static_cast<std::size_t>(w.config.intermediate));
+  // Uniform importance ranks like magnitude; real statistics change some choices.
+  ActivationStats uniform = stats;
+  for (auto& layer : uniform.sum_squares) {
+    for (auto& site : layer) std::fill(site.begin(), site.end(), 4.0);
+  }
+  ModelWeights by_magnitude = w, by_uniform = w, by_importance = w;
+  SparsityPattern const p = SparsityPattern::parse("6:8");
+  prune_model(by_magnitude, p);
+  prune_model(by_uniform, p, &uniform);
+  prune_model(by_importance, p, &stats);
+  EXPECT_EQ(by_uniform.layers[0].down.weight(), by_magnitude.layers[0].down.weight());
+  EXPECT_NE(by_importance.layers[0].down.weight(), by_magnitude.layers[0].down.weight());
+  ActivationStats short_stats = stats;
+  short_stats.sum_squares.pop_back();
+  EXPECT_THROW(prune_model(by_magnitude, p, &short_stats), Error);
+}
+
 }  // namespace
 }  // namespace slidesparse::runtime

@@ -15,6 +15,7 @@
 /// bit for bit). Linears run on `parallel_for` threads.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -70,6 +71,17 @@ struct Sequence {
   std::vector<float> k, v;
 };
 
+/// Per-input-channel sums of squared activations seen by each projection's input, for
+/// importance (Wanda) pruning: importance[k] = sqrt(sum over tokens of x_k^2) = ||x_k||_2.
+/// Per layer: [0] the input of q/k/v (hidden), [1] of o (q_dim), [2] of gate/up (hidden),
+/// [3] of down (intermediate).
+struct ActivationStats {
+  std::vector<std::array<std::vector<double>, 4>> sum_squares;  ///< [layer][site][channel]
+  std::int64_t tokens = 0;
+  /// ||x_k||_2 of one site as float (the prune API's importance vector).
+  std::vector<float> norms(std::size_t layer, std::size_t site) const;
+};
+
 class CpuModel {
  public:
   explicit CpuModel(ModelWeights weights);
@@ -80,7 +92,9 @@ class CpuModel {
   /// Appends `tokens` to the sequence and returns their logits [T, vocab] (all_logits) or the
   /// last token's [vocab]. Throws Error for a token id outside the vocabulary (naming it and
   /// its position) or a sequence that would exceed its capacity.
-  std::vector<float> forward(Sequence& sequence, std::span<int const> tokens, bool all_logits) const;
+  /// `stats`, when given, accumulates the projections' input statistics (calibration).
+  std::vector<float> forward(Sequence& sequence, std::span<int const> tokens, bool all_logits,
+                             ActivationStats* stats = nullptr) const;
 
  private:
   ModelWeights weights_;

@@ -35,9 +35,13 @@ struct PerplexityResult {
 PerplexityResult perplexity(CpuModel const& model, std::span<int const> tokens, PerplexityOptions const& options,
                             std::function<void(std::int64_t, std::int64_t)> const& progress = {});
 
-/// Prunes q, k, v, o, gate, up and down of every layer to the pattern along K (magnitude, or
-/// importance-weighted |w| * importance[k] when `importance` gives a vector per layer and
-/// projection — not yet: empty = magnitude). Embeddings, norms and lm_head are kept.
-void prune_model(ModelWeights& weights, SparsityPattern pattern);
+/// Prunes q, k, v, o, gate, up and down of every layer to the pattern along K: by magnitude, or,
+/// with calibration statistics, by the Wanda score |w[n][k]| * ||x_k||_2 of each projection's
+/// input. Embeddings, norms and lm_head are kept.
+void prune_model(ModelWeights& weights, SparsityPattern pattern, ActivationStats const* importance = nullptr);
+
+/// Runs the model over `tokens` in windows of `context` and collects the projections' input
+/// statistics (the calibration pass behind importance pruning).
+ActivationStats calibrate(CpuModel const& model, std::span<int const> tokens, std::int64_t context);
 
 }  // namespace slidesparse::runtime
