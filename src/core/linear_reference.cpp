@@ -11,16 +11,11 @@
 namespace slidesparse {
 namespace {
 
-double element(ConstMatrixView const& m, std::int64_t r, std::int64_t c) {
-  std::byte const* p = m.row(r) + c * static_cast<std::int64_t>(dtype_size(m.dtype));
-  switch (m.dtype) {
-    case DType::kI8: return load<std::int8_t>(p);
-    case DType::kF8E4M3: return e4m3_to_float(e4m3_t{load<std::uint8_t>(p)});
-    case DType::kBF16: return bf16_to_float(bf16_t{load<std::uint16_t>(p)});
-    case DType::kF16: return fp16_to_float(fp16_t{load<std::uint16_t>(p)});
-    case DType::kF32: return load<float>(p);
-    default: fail(ErrorKind::kInternal, "linear_reference: unexpected dtype {}", dtype_name(m.dtype));
-  }
+// Row r of a matrix of a weight dtype as doubles.
+void row_as_double(ConstMatrixView const& m, std::int64_t r, std::vector<float>& scratch, double* out) {
+  scratch.resize(static_cast<std::size_t>(m.cols));
+  to_float(m.dtype, m.row(r), scratch, m.name);
+  for (std::size_t c = 0; c < scratch.size(); ++c) out[c] = scratch[c];
 }
 
 }  // namespace
@@ -55,17 +50,17 @@ LinearReferenceResult linear_reference(ConstMatrixView x, ConstMatrixView weight
     a = q;
   }
   std::vector<double> wd(static_cast<std::size_t>(n * k));
-  for (std::int64_t j = 0; j < n; ++j) {
-    for (std::int64_t c = 0; c < k; ++c) wd[static_cast<std::size_t>(j * k + c)] = element(weight, j, c);
-  }
+  std::vector<float> scratch;
+  for (std::int64_t j = 0; j < n; ++j) row_as_double(weight, j, scratch, wd.data() + j * k);
   // acc in the GEMM's output type, then the epilogue exactly as the GPU runs it.
   DType const acc_dtype = weight.dtype == DType::kI8 ? DType::kI32 : (w8a8 ? DType::kF32 : x.dtype);
   std::vector<std::byte> acc_bytes(static_cast<std::size_t>(m * n) * dtype_size(acc_dtype));
   MatrixView acc{acc_dtype, m, n, acc_bytes.data(), "acc"};
   parallel_for(m, n * k, [&](std::int64_t begin, std::int64_t end) {
-    std::vector<double> row(static_cast<std::size_t>(k));
+    std::vector<double> row(static_cast<std::size_t>(a.cols));
+    std::vector<float> row_scratch;
     for (std::int64_t i = begin; i < end; ++i) {
-      for (std::int64_t c = 0; c < k; ++c) row[static_cast<std::size_t>(c)] = element(a, i, c);
+      row_as_double(a, i, row_scratch, row.data());
       double const sx = w8a8 ? result.scale_x[static_cast<std::size_t>(i)] : 1.0;
       for (std::int64_t j = 0; j < n; ++j) {
         double sum = 0, abs_sum = 0;

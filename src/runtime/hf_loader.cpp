@@ -4,7 +4,7 @@
 #include <fmt/ranges.h>
 
 #include "slidesparse/core/error.hpp"
-#include "slidesparse/core/numeric.hpp"
+#include "slidesparse/core/matrix.hpp"
 
 namespace slidesparse::runtime {
 namespace {
@@ -24,32 +24,22 @@ class Loader {
     return *t;
   }
 
-  // Any float dtype (or I8/F8 codes, returned as their values) to float32.
-  std::vector<float> floats(std::string const& name, std::vector<std::int64_t> const& shape) const {
-    io::LogicalTensor const& t = tensor(name, shape);
+  // Any weight dtype to float32 (I8/F8 codes as their values: the scale is applied by linear()).
+  std::vector<float> floats(io::LogicalTensor const& t) const {
     std::vector<std::byte> raw(t.nbytes());
     ckpt_.read(t, raw);
     std::vector<float> out(t.numel());
-    for (std::size_t i = 0; i < out.size(); ++i) {
-      std::byte const* p = raw.data() + i * dtype_size(t.dtype);
-      switch (t.dtype) {
-        case DType::kF32: out[i] = load<float>(p); break;
-        case DType::kBF16: out[i] = bf16_to_float(bf16_t{load<std::uint16_t>(p)}); break;
-        case DType::kF16: out[i] = fp16_to_float(fp16_t{load<std::uint16_t>(p)}); break;
-        case DType::kF8E4M3: out[i] = e4m3_to_float(e4m3_t{load<std::uint8_t>(p)}); break;
-        case DType::kI8: out[i] = static_cast<float>(load<std::int8_t>(p)); break;
-        default:
-          fail(ErrorKind::kInvalidInput, "{}: tensor '{}' has dtype {}, which the model cannot use", ckpt_.root().string(),
-               name, dtype_name(t.dtype));
-      }
-    }
+    to_float(t.dtype, raw.data(), out, fmt::format("{}: {}", ckpt_.root().string(), t.name));
     return out;
+  }
+  std::vector<float> floats(std::string const& name, std::vector<std::int64_t> const& shape) const {
+    return floats(tensor(name, shape));
   }
 
   // A projection weight [n, k] (+ bias), dequantized when it carries a compressed-tensors scale.
   CpuLinear linear(std::string const& prefix, std::int64_t n, std::int64_t k, bool bias) const {
-    std::vector<float> w = floats(prefix + ".weight", {n, k});
     io::LogicalTensor const& t = tensor(prefix + ".weight", {n, k});
+    std::vector<float> w = floats(t);
     if (t.dtype == DType::kI8 || t.dtype == DType::kF8E4M3) {
       std::vector<float> const scale = floats(prefix + ".weight_scale", {n, 1});
       for (std::int64_t r = 0; r < n; ++r) {

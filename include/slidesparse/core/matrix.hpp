@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string_view>
 
 #include "slidesparse/core/dtype.hpp"
@@ -119,6 +120,17 @@ decltype(auto) dispatch_weight_dtype(DType dtype, std::string_view what, F&& f) 
            "tensor '{}' has dtype {}; this operation supports BF16, F16, F32, F8_E4M3 and I8",
            what, dtype_name(dtype));
   }
+}
+
+/// out[i] = value of element i of `src` (`out.size()` elements of a weight dtype: BF16, F16,
+/// F32, F8_E4M3, I8). Throws Error(kInvalidInput) naming `what` for any other dtype.
+inline void to_float(DType dtype, std::byte const* src, std::span<float> out, std::string_view what) {
+  dispatch_weight_dtype(dtype, what, [&](auto elem) {
+    using Elem = decltype(elem);
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      out[i] = Elem::to_float(load<typename Elem::Bits>(src + i * sizeof(typename Elem::Bits)));
+    }
+  });
 }
 
 /// Calls f(ElemXxx{}) for the 16/32-bit float dtypes (activations, unquantized weights).
