@@ -40,6 +40,39 @@ bool supported(DType in, DType out) {
 
 constexpr int kHeuristics = 8;
 
+std::string problem_text(DType in, DType out, std::int64_t m, std::int64_t n, std::int64_t k) {
+  return fmt::format("{} -> {} with M = {}, N = {}, K = {}", dtype_name(in), dtype_name(out), m, n, k);
+}
+
+// The top `count` heuristic algorithms for D = op(A) B within `workspace` bytes; Error when
+// cuBLASLt offers none. Returns how many were found.
+int top_heuristics(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
+                   cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t d, std::size_t workspace, int count,
+                   cublasLtMatmulHeuristicResult_t* results, std::string_view problem) {
+  cublasLtMatmulPreference_t preference = nullptr;
+  SLIDESPARSE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference));
+  int found = 0;
+  cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(
+      preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof workspace);
+  if (status == CUBLAS_STATUS_SUCCESS) {
+    status = cublasLtMatmulAlgoGetHeuristic(handle, desc, a, b, d, d, preference, count, results, &found);
+  }
+  cublasLtMatmulPreferenceDestroy(preference);
+  if (status != CUBLAS_STATUS_SUCCESS || found == 0) {
+    fail(ErrorKind::kUsage, "cuBLASLt offers no algorithm for {}: {}", problem, cublasLtGetStatusString(status));
+  }
+  return found;
+}
+
+// Whether `algo` runs the problem the descriptors describe now, within `workspace` bytes.
+bool algo_applies(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
+                  cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t d, cublasLtMatmulAlgo_t const& algo,
+                  std::size_t workspace) {
+  cublasLtMatmulHeuristicResult_t check{};
+  return cublasLtMatmulAlgoCheck(handle, desc, a, b, d, d, &algo, &check) == CUBLAS_STATUS_SUCCESS &&
+         check.workspaceSize <= workspace;
+}
+
 }  // namespace
 
 struct CublasltGemm::Context {
@@ -93,18 +126,18 @@ CublasltGemm::~CublasltGemm() {
 
 std::size_t CublasltGemm::device_bytes() const noexcept { return kWorkspaceBytes; }
 
-bool CublasltGemm::has_plan(std::int64_t m) const noexcept {
+CublasltGemm::Plan const* CublasltGemm::find_plan(std::int64_t m) const noexcept {
   for (auto const& p : plans_) {
-    if (p->m == m) return true;
+    if (p->m == m) return p.get();
   }
-  return false;
+  return nullptr;
 }
 
+bool CublasltGemm::has_plan(std::int64_t m) const noexcept { return find_plan(m) != nullptr; }
+
 bool CublasltGemm::tuned_from_cache(std::int64_t plan_m) const noexcept {
-  for (auto const& p : plans_) {
-    if (p->m == plan_m) return p->tuned_from_cache;
-  }
-  return false;
+  Plan const* p = find_plan(plan_m);
+  return p && p->tuned_from_cache;
 }
 
 CublasltGemm::Plan& CublasltGemm::plan_for(std::int64_t m, void const* x, void* y, cudaStream_t stream) {
@@ -145,35 +178,23 @@ CublasltGemm::Plan& CublasltGemm::plan_for(std::int64_t m, void const* x, void* 
     if (auto const entry = tuning_->find(key); entry && entry->contains("algo") && (*entry)["algo"].is_array() &&
                                                (*entry)["algo"].size() == std::size(p.algo.data)) {
       for (std::size_t i = 0; i < std::size(p.algo.data); ++i) p.algo.data[i] = (*entry)["algo"][i].get<std::uint64_t>();
-      cublasLtMatmulHeuristicResult_t check{};
       // The stored algorithm must still be valid here (same library, same problem) and fit
       // the workspace; otherwise tune again.
-      if (cublasLtMatmulAlgoCheck(context_->handle, p.desc, p.a, p.b, p.d, p.d, &p.algo, &check) ==
-              CUBLAS_STATUS_SUCCESS && check.workspaceSize <= kWorkspaceBytes) {
-        p.current_algo = p.algo;
-        p.tuned_from_cache = true;
-        plans_.push_front(std::move(plan));
-        if (plans_.size() > kMaxPlans) plans_.pop_back();
-        return *plans_.front();
-      }
+      p.tuned_from_cache = algo_applies(context_->handle, p.desc, p.a, p.b, p.d, p.algo, kWorkspaceBytes);
     }
   }
-  cublasLtMatmulPreference_t preference = nullptr;
-  SLIDESPARSE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference));
-  std::size_t const workspace = kWorkspaceBytes;
+  if (!p.tuned_from_cache) tune(p, x, y, stream, key);
+  p.current_algo = p.algo;
+  plans_.push_front(std::move(plan));
+  if (plans_.size() > kMaxPlans) plans_.pop_back();  // plans hold no device memory
+  return *plans_.front();
+}
+
+void CublasltGemm::tune(Plan& p, void const* x, void* y, cudaStream_t stream, std::string const& key) {
+  bool const integer = input_dtype_ == DType::kI8;
   cublasLtMatmulHeuristicResult_t results[kHeuristics] = {};
-  int found = 0;
-  cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(
-      preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof workspace);
-  if (status == CUBLAS_STATUS_SUCCESS) {
-    status = cublasLtMatmulAlgoGetHeuristic(context_->handle, p.desc, p.a, p.b, p.d, p.d, preference,
-                                            kHeuristics, results, &found);
-  }
-  cublasLtMatmulPreferenceDestroy(preference);
-  if (status != CUBLAS_STATUS_SUCCESS || found == 0) {
-    fail(ErrorKind::kUsage, "cuBLASLt offers no algorithm for {} -> {} with M = {}, N = {}, K = {}: {}",
-         dtype_name(input_dtype_), dtype_name(output_dtype_), m, n_, k_, cublasLtGetStatusString(status));
-  }
+  int const found = top_heuristics(context_->handle, p.desc, p.a, p.b, p.d, kWorkspaceBytes, kHeuristics, results,
+                                   problem_text(input_dtype_, output_dtype_, p.m, n_, k_));
   // Time each candidate on the caller's buffers (3 warm-up + 5 timed runs, median) and keep the
   // fastest: the top heuristic is often not the best for skinny or odd shapes.
   cudaEvent_t start = nullptr, stop = nullptr;
@@ -213,15 +234,11 @@ CublasltGemm::Plan& CublasltGemm::plan_for(std::int64_t m, void const* x, void* 
   cudaEventDestroy(stop);
   if (best < 0) fail(ErrorKind::kInternal, "cuBLASLt: none of {} candidate algorithms ran", found);
   p.algo = results[best].algo;
-  p.current_algo = p.algo;
   if (!key.empty()) {
     nlohmann::json algo = nlohmann::json::array();
     for (std::uint64_t const word : p.algo.data) algo.push_back(word);
     tuning_->put(key, {{"algo", algo}, {"ms", best_ms}, {"candidates", found}, {"tuned", detail::tuning_date()}});
   }
-  plans_.push_front(std::move(plan));
-  if (plans_.size() > kMaxPlans) plans_.pop_back();  // plans hold no device memory
-  return *plans_.front();
 }
 
 void CublasltGemm::run(void const* x, void* y, std::int64_t m, float alpha, cudaStream_t stream,
@@ -245,26 +262,12 @@ void CublasltGemm::run(void const* x, void* y, std::int64_t m, float alpha, cuda
     SLIDESPARSE_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(p.b, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols));
     SLIDESPARSE_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(p.d, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof cols));
     p.current_m = m;
-    cublasLtMatmulHeuristicResult_t check{};
-    if (cublasLtMatmulAlgoCheck(context_->handle, p.desc, p.a, p.b, p.d, p.d, &p.algo, &check) ==
-            CUBLAS_STATUS_SUCCESS && check.workspaceSize <= kWorkspaceBytes) {
+    if (algo_applies(context_->handle, p.desc, p.a, p.b, p.d, p.algo, kWorkspaceBytes)) {
       p.current_algo = p.algo;
     } else {
-      cublasLtMatmulPreference_t preference = nullptr;
-      SLIDESPARSE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&preference));
-      std::size_t const workspace = kWorkspaceBytes;
       cublasLtMatmulHeuristicResult_t result{};
-      int found = 0;
-      cublasStatus_t status = cublasLtMatmulPreferenceSetAttribute(
-          preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace, sizeof workspace);
-      if (status == CUBLAS_STATUS_SUCCESS) {
-        status = cublasLtMatmulAlgoGetHeuristic(context_->handle, p.desc, p.a, p.b, p.d, p.d, preference, 1,
-                                                &result, &found);
-      }
-      cublasLtMatmulPreferenceDestroy(preference);
-      if (status != CUBLAS_STATUS_SUCCESS || found == 0) {
-        fail(ErrorKind::kUsage, "cuBLASLt offers no algorithm for M = {}, N = {}, K = {}", m, n_, k_);
-      }
+      top_heuristics(context_->handle, p.desc, p.a, p.b, p.d, kWorkspaceBytes, 1, &result,
+                     problem_text(input_dtype_, output_dtype_, m, n_, k_));
       p.current_algo = result.algo;
     }
   }

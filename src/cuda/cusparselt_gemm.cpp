@@ -150,18 +150,18 @@ std::size_t CusparseltGemm::compressed_bytes() const noexcept {
   return context_->compressed_bytes + kCompressedGuardBytes;
 }
 
-bool CusparseltGemm::has_plan(std::int64_t m) const noexcept {
+CusparseltGemm::Plan const* CusparseltGemm::find_plan(std::int64_t m) const noexcept {
   for (auto const& p : plans_) {
-    if (p->m == m) return true;
+    if (p->m == m) return p.get();
   }
-  return false;
+  return nullptr;
 }
 
+bool CusparseltGemm::has_plan(std::int64_t m) const noexcept { return find_plan(m) != nullptr; }
+
 bool CusparseltGemm::tuned_from_cache(std::int64_t m) const noexcept {
-  for (auto const& p : plans_) {
-    if (p->m == m) return p->tuned_from_cache;
-  }
-  return false;
+  Plan const* p = find_plan(m);
+  return p && p->tuned_from_cache;
 }
 
 CusparseltGemm::Plan& CusparseltGemm::plan_for(std::int64_t m, void const* x_lifted, void* y,

@@ -263,7 +263,7 @@ void Linear::run(LinearStage const* only, void const* x, void* y, std::int64_t m
   if (!x || !y) fail(ErrorKind::kUsage, "{}: forward with a null input or output", name_);
   if (ldx == 0) ldx = layout_.k();
   if (ldx < layout_.k()) fail(ErrorKind::kUsage, "{}: input row stride {} is less than K = {}", name_, ldx, layout_.k());
-  if (!is_prepared(m)) prepare(m, stream);
+  if (!only && !is_prepared(m)) prepare(m, stream);  // forward_stage checked it already
   Device& d = *device_;
   LinearScratch& scratch = *scratch_;
   std::int64_t const bucket = m_bucket(m);

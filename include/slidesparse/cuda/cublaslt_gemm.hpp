@@ -67,6 +67,10 @@ class CublasltGemm {
   struct Plan;
   struct Context;
   Plan& plan_for(std::int64_t m, void const* x, void* y, cudaStream_t stream);
+  Plan const* find_plan(std::int64_t m) const noexcept;
+  /// Times the top heuristics on the given buffers, keeps the fastest in plan.algo and records it
+  /// under `key` (if not empty).
+  void tune(Plan& plan, void const* x, void* y, cudaStream_t stream, std::string const& key);
 
   void const* weight_;
   DType input_dtype_;

@@ -67,6 +67,7 @@ class CusparseltGemm {
   struct Plan;
   struct Context;
   Plan& plan_for(std::int64_t m, void const* x_lifted, void* y, cudaStream_t stream);
+  Plan const* find_plan(std::int64_t m) const noexcept;
 
   DType input_dtype_;
   DType output_dtype_;
