@@ -14,6 +14,7 @@
 #include "slidesparse/core/numeric.hpp"
 #include "slidesparse/core/parallel.hpp"
 #include "slidesparse/core/prune.hpp"
+#include "slidesparse/core/random.hpp"
 #include "slidesparse/cuda/check.hpp"
 #include "slidesparse/cuda/device_info.hpp"
 #include "slidesparse/cuda/l2_flush.hpp"
@@ -23,13 +24,6 @@
 namespace slidesparse::bench {
 namespace {
 
-// splitmix64: a counter-based generator, so weights can be filled in parallel reproducibly.
-std::uint64_t mix(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 // Random nonzero values of the dtype: FP8 codes with magnitudes 0.5 .. 3.75 (exponents 6..9),
 // INT8 in [-127, 127] without 0, 16-bit values +-[2^-4, 2) (random sign, exponent, mantissa).
@@ -37,7 +31,7 @@ void fill_random(DType dtype, std::byte* data, std::int64_t count, std::uint64_t
   std::size_t const elem = dtype_size(dtype);
   parallel_for(count, 4, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t i = begin; i < end; ++i) {
-      std::uint64_t const r = mix(seed ^ (static_cast<std::uint64_t>(i) * 0x2545F4914F6CDD1Dull));
+      std::uint64_t const r = splitmix64(seed ^ (static_cast<std::uint64_t>(i) * 0x2545F4914F6CDD1Dull));
       std::byte* p = data + static_cast<std::size_t>(i) * elem;
       switch (dtype) {
         case DType::kF8E4M3: store<std::uint8_t>(p, static_cast<std::uint8_t>((r & 0x80) | (0x30 + (r >> 8 & 0x1F)))); break;

@@ -5,6 +5,7 @@
 #include "slidesparse/core/error.hpp"
 #include "slidesparse/core/numeric.hpp"
 #include "slidesparse/core/parallel.hpp"
+#include "slidesparse/core/random.hpp"
 #include "slidesparse/io/hf_checkpoint.hpp"
 #include "slidesparse/io/safetensors.hpp"
 
@@ -46,14 +47,6 @@ std::uint64_t numel(std::vector<std::int64_t> const& shape) {
   return n;
 }
 
-// SplitMix64 of (seed, tensor, element): a counter-based stream, so any element range can be
-// generated independently and in parallel with the same result.
-std::uint64_t mix(std::uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 void fill(std::span<std::byte> out, DType dtype, std::uint64_t stream, bool is_norm) {
   std::size_t const elem = dtype_size(dtype);
@@ -62,7 +55,7 @@ void fill(std::span<std::byte> out, DType dtype, std::uint64_t stream, bool is_n
     for (std::int64_t i = begin; i < end; ++i) {
       float v = 1.0f;
       if (!is_norm) {
-        std::uint64_t const r = mix(stream ^ mix(static_cast<std::uint64_t>(i)));
+        std::uint64_t const r = splitmix64(stream ^ splitmix64(static_cast<std::uint64_t>(i)));
         v = (static_cast<float>(r >> 40) * 0x1p-24f - 0.5f) * 0.1f;  // uniform [-0.05, 0.05)
       }
       std::byte* p = out.data() + static_cast<std::size_t>(i) * elem;
@@ -132,7 +125,7 @@ void write_synthetic_checkpoint(fs::path const& dir, SyntheticSpec const& spec) 
     io::SafetensorsWriter writer(dir / file, specs, {{"format", "pt"}});
     for (std::size_t j = 0; j < shards[s].size(); ++j) {
       std::size_t const i = shards[s][j];
-      fill(writer.bytes(j), spec.dtype, mix(spec.seed) ^ mix(i + 1), tensors[i].is_norm);
+      fill(writer.bytes(j), spec.dtype, splitmix64(spec.seed) ^ splitmix64(i + 1), tensors[i].is_norm);
       weight_map[tensors[i].name] = file;
     }
     writer.commit();
