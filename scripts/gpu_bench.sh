@@ -27,6 +27,7 @@ build-gpu/bin/slidesparse info | tee "$logs/info.txt"
 build-gpu/bin/slidesparse bench "$@" --tuning-cache "$logs/tuning.json" --out "$OUT/bench" 2>"$logs/bench-progress.log" \
   >"$logs/bench.log"
 rm -f "$logs/tuning.json.lock"
+cp "$logs/tuning.json" "$OUT/tuning.json" 2>/dev/null || true  # for scripts/gpu_profile.sh
 grep -A16 "sum of the layers" "$OUT/bench.md" || head -40 "$OUT/bench.md"
 for py in /opt/torch/.venv/bin/python3 python3; do
   if command -v "$py" >/dev/null && "$py" -c "import matplotlib" 2>/dev/null; then

@@ -53,8 +53,9 @@ ModelShapes model_shapes(std::string_view spec) {
   }
   if (lower.starts_with("shape:")) {
     std::string_view const rest = std::string_view(lower).substr(6);
-    std::size_t const comma = rest.find(',');
-    if (comma == std::string_view::npos) fail(ErrorKind::kUsage, "model shape '{}': expected shape:N,K", spec);
+    // "NxK" (what the CLI passes: its --model list splits at commas) or "N,K".
+    std::size_t const comma = rest.find_first_of(",x");
+    if (comma == std::string_view::npos) fail(ErrorKind::kUsage, "model shape '{}': expected shape:NxK", spec);
     std::int64_t const n = parse_positive(rest.substr(0, comma), spec);
     std::int64_t const k = parse_positive(rest.substr(comma + 1), spec);
     return {lower, {{"custom", n, k}}};
@@ -68,7 +69,7 @@ ModelShapes model_shapes(std::string_view spec) {
                {"down", c.hidden, c.intermediate}}};
     }
   }
-  fail(ErrorKind::kUsage, "unknown model '{}': use one of {}, square:K or shape:N,K", spec,
+  fail(ErrorKind::kUsage, "unknown model '{}': use one of {}, square:K or shape:NxK", spec,
        fmt::join(model_preset_names(), ", "));
 }
 

@@ -20,12 +20,20 @@ double ideal_speedup(std::string const& pattern) { return SparsityPattern::parse
 // Key of a comparison without the pattern, to find the 2:4 entry it is measured against.
 using BaseKey = std::tuple<std::string, std::string, std::string, std::string, std::int64_t>;
 
+// The backend part of a variant name: "6:8" -> "cusparselt", "6:8-cutlass" -> "cutlass",
+// "dense" -> "cublaslt", "dense-unfused" -> "cublaslt-unfused", "dense-cutlass" -> "cutlass".
+std::string backend_of(std::string const& variant, std::string const& base) {
+  if (variant == base) return base == "dense" ? "cublaslt" : "cusparselt";
+  std::string const suffix = variant.substr(std::min(variant.size(), base.size() + 1));
+  return base == "dense" && suffix == "unfused" ? "cublaslt-unfused" : suffix;
+}
+
 }  // namespace
 
 std::vector<Comparison> compare(std::vector<Measurement> const& measurements) {
   // (model, layer, dtype, mode, pruned_to, m) -> dense / sparse measurement
   using Key = std::tuple<std::string, std::string, std::string, std::string, std::string, std::int64_t>;
-  std::map<Key, Measurement const*> dense, sparse;
+  std::map<Key, Measurement const*> dense, sparse, dispatch;
   std::map<std::string, std::vector<std::string>> layers_of;  // model -> layers in first-seen order
   for (Measurement const& x : measurements) {
     if (x.mode != "gemm" && x.mode != "layer") continue;
@@ -35,8 +43,14 @@ std::vector<Comparison> compare(std::vector<Measurement> const& measurements) {
       // epilogue): the baseline is the fastest of them at each point.
       auto& best = dense[key];
       if (!best || x.time.median_us < best->time.median_us) best = &x;
-    } else if (x.variant == x.pruned_to) {
-      sparse[key] = &x;
+    } else if (x.variant == x.pruned_to + "-dispatch") {
+      dispatch[key] = &x;
+      continue;
+    } else if (x.variant == x.pruned_to || x.variant.starts_with(x.pruned_to + "-")) {
+      // Several SlideSparse variants (e.g. "6:8" on cuSPARSELt, "6:8-cutlass"): a layer
+      // dispatches to the fastest, so the sparse time of a point is the fastest of them.
+      auto& best = sparse[key];
+      if (!best || x.time.median_us < best->time.median_us) best = &x;
     } else {
       continue;
     }
@@ -46,8 +60,8 @@ std::vector<Comparison> compare(std::vector<Measurement> const& measurements) {
   std::vector<Comparison> out;
   // Sums: model, dtype, mode, pattern, m -> (dense, sparse, spread, layer count)
   struct Sum {
-    double dense = 0, sparse = 0, spread = 0;
-    std::size_t layers = 0;
+    double dense = 0, sparse = 0, spread = 0, dispatch = 0;
+    std::size_t layers = 0, dispatched = 0;
   };
   std::map<std::tuple<std::string, std::string, std::string, std::string, std::int64_t>, Sum> sums;
   for (auto const& [key, s] : sparse) {
@@ -56,18 +70,26 @@ std::vector<Comparison> compare(std::vector<Measurement> const& measurements) {
     Measurement const& d = *it->second;
     Comparison c{s->model, s->layer, s->dtype, s->mode, s->pruned_to, s->m, d.time.median_us, s->time.median_us,
                  d.time.median_us / s->time.median_us, std::max(spread_of(d.time), spread_of(s->time)), std::nullopt,
-                 d.variant};
+                 d.variant, s->variant, std::nullopt};
+    auto const dispatched = dispatch.find(key);
+    if (dispatched != dispatch.end()) c.dispatch_us = dispatched->second->time.median_us;
     out.push_back(c);
     Sum& sum = sums[{s->model, s->dtype, s->mode, s->pruned_to, s->m}];
     sum.dense += d.time.median_us;
     sum.sparse += s->time.median_us;
+    if (c.dispatch_us) {
+      sum.dispatch += *c.dispatch_us;
+      ++sum.dispatched;
+    }
     sum.spread = std::max(sum.spread, c.spread);
     ++sum.layers;
   }
   for (auto const& [key, sum] : sums) {
     auto const& [model, dtype, mode, pattern, m] = key;
     if (layers_of[model].size() < 2 || sum.layers != layers_of[model].size()) continue;
-    out.push_back({model, "sum", dtype, mode, pattern, m, sum.dense, sum.sparse, sum.dense / sum.sparse, sum.spread, std::nullopt, "best per layer"});
+    out.push_back({model, "sum", dtype, mode, pattern, m, sum.dense, sum.sparse, sum.dense / sum.sparse, sum.spread, std::nullopt, "best per layer",
+                   "best per layer", std::nullopt});
+    if (sum.dispatched == sum.layers) out.back().dispatch_us = sum.dispatch;
   }
   std::map<BaseKey, double> speedup_24;
   for (Comparison const& c : out) {
@@ -118,7 +140,8 @@ nlohmann::json to_json(Report const& report) {
     nlohmann::json j = {{"model", c.model},       {"layer", c.layer},         {"dtype", c.dtype},
                         {"mode", c.mode},         {"pattern", c.pattern},     {"m", c.m},
                         {"dense_us", c.dense_us}, {"sparse_us", c.sparse_us}, {"speedup", c.speedup},
-                        {"spread", c.spread},     {"dense_variant", c.dense_variant}};
+                        {"spread", c.spread},     {"dense_variant", c.dense_variant}, {"sparse_variant", c.sparse_variant}};
+    if (c.dispatch_us) j["dispatch_us"] = *c.dispatch_us;
     if (c.efficiency_vs_24) j["efficiency_vs_24"] = *c.efficiency_vs_24;
     doc["comparisons"].push_back(j);
     groups.insert({c.model, c.layer, c.dtype, c.mode, c.pattern});
@@ -172,7 +195,8 @@ std::string to_markdown(Report const& report) {
       out += fmt::format("\n### {} · {} · {} · {}\n\n", model, dtype,
                          mode == "gemm" ? "GEMM only" : "whole layer (16-bit in -> 16-bit out)",
                          layer == "sum" ? "sum of the layers" : layer);
-      out += "Each cell: sparse µs / dense µs of the same pruned weight = speedup (efficiency vs 2:4).\n\n| M |";
+      out += "Each cell: sparse µs / dense µs of the same pruned weight = speedup (efficiency vs 2:4)";
+      out += layer == "sum" ? ".\n\n| M |" : " `sparse/dense backend` (the fastest of each).\n\n| M |";
       for (auto const& p : patterns) out += fmt::format(" {} (ideal {:.2f}×) |", p, ideal_speedup(p));
       out += " spread |\n|---|";
       for (std::size_t i = 0; i <= patterns.size(); ++i) out += "---|";
@@ -195,6 +219,8 @@ std::string to_markdown(Report const& report) {
           spread = std::max(spread, it->spread);
           out += fmt::format(" {:.1f} / {:.1f} = **{:.2f}×**", it->sparse_us, it->dense_us, it->speedup);
           if (it->efficiency_vs_24 && p != "2:4") out += fmt::format(" ({:.2f})", *it->efficiency_vs_24);
+          if (layer != "sum") out += fmt::format(" `{}/{}`", backend_of(it->sparse_variant, p), backend_of(it->dense_variant, "dense"));
+          if (it->dispatch_us) out += fmt::format(" · dispatch {:.2f}×", it->dense_us / *it->dispatch_us);
           out += " |";
         }
         out += fmt::format(" {:.0f} % |\n", 100 * spread);

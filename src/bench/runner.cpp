@@ -4,6 +4,7 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <memory>
 
 #include <cublasLt.h>
@@ -17,6 +18,8 @@
 #include "slidesparse/core/random.hpp"
 #include "slidesparse/cuda/check.hpp"
 #include "slidesparse/cuda/device_info.hpp"
+#include "slidesparse/cuda/cutlass_gemm.hpp"
+#include "slidesparse/cuda/dispatch_linear.hpp"
 #include "slidesparse/cuda/l2_flush.hpp"
 #include "slidesparse/cuda/linear.hpp"
 #include "slidesparse/io/tuning_cache.hpp"
@@ -105,6 +108,45 @@ class Timer {
     return {us[us.size() / 2], us.front(), us.back()};
   }
 
+  /// Times several calls round-robin (call 0, 1, ..., n-1, then again), so slow drifts of the
+  /// GPU's clock and temperature over the sequence affect every call alike instead of favouring
+  /// whichever ran first (seen on an H100: the same kernel 8 % apart when timed a minute apart).
+  std::vector<Timing> time_interleaved(std::vector<std::function<void()>> const& calls) {
+    std::size_t const n = calls.size();
+    for (int i = 0; i < warmup_; ++i) {
+      for (auto const& call : calls) {
+        flusher_.flush(stream_);
+        call();
+      }
+    }
+    std::vector<cudaEvent_t> events(2 * n * static_cast<std::size_t>(repeats_));
+    for (auto& e : events) SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&e));
+    for (int i = 0; i < repeats_; ++i) {
+      for (std::size_t c = 0; c < n; ++c) {
+        flusher_.flush(stream_);
+        std::size_t const at = 2 * (static_cast<std::size_t>(i) * n + c);
+        SLIDESPARSE_CUDA_CHECK(cudaEventRecord(events[at], stream_));
+        calls[c]();
+        SLIDESPARSE_CUDA_CHECK(cudaEventRecord(events[at + 1], stream_));
+      }
+    }
+    SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::vector<Timing> out;
+    for (std::size_t c = 0; c < n; ++c) {
+      std::vector<double> us;
+      for (int i = 0; i < repeats_; ++i) {
+        std::size_t const at = 2 * (static_cast<std::size_t>(i) * n + c);
+        float ms = 0;
+        SLIDESPARSE_CUDA_CHECK(cudaEventElapsedTime(&ms, events[at], events[at + 1]));
+        us.push_back(1000.0 * ms);
+      }
+      std::sort(us.begin(), us.end());
+      out.push_back({us[us.size() / 2], us.front(), us.back()});
+    }
+    for (auto& e : events) cudaEventDestroy(e);
+    return out;
+  }
+
  private:
   int warmup_, repeats_;
   cudaStream_t stream_;
@@ -146,6 +188,7 @@ nlohmann::json environment(BenchOptions const& options) {
   j["cuda_driver_api"] = env.driver_version;
   j["cusparselt"] = env.cusparselt_version;
   j["cublaslt"] = cublasLtGetVersion();
+  j["cutlass"] = cuda::CutlassGemm::version();
   // Clocks and power as the driver reports them (nvidia-smi, when present).
   j["nvidia_smi"] = run_text("nvidia-smi --query-gpu=driver_version,clocks.sm,clocks.max.sm,clocks.mem,"
                              "power.limit,temperature.gpu --format=csv 2>/dev/null");
@@ -217,31 +260,86 @@ Report run_benchmark(BenchOptions const& options) {
             config.fuse_dense_scales = false;
             dense_unfused = std::make_unique<cuda::Linear>(config, weights, stream, options.tuning, shape.name, scratch);
           }
+          // The CUTLASS twins (GEMM + fused epilogue), sparse and dense, where they can run.
+          std::unique_ptr<cuda::Linear> sparse_cutlass, dense_cutlass;
+          if (options.cutlass && w8a8) {
+            std::string const why = cuda::CutlassGemm::unsupported(dtype, act, shape.n, sparse.k_lifted());
+            if (why.empty()) {
+              cuda::LinearConfig config{dtype, act, pattern};
+              config.backend = cuda::GemmBackend::kCutlass;
+              sparse_cutlass = std::make_unique<cuda::Linear>(config, weights, stream, options.tuning, shape.name, scratch);
+              config.pattern = std::nullopt;
+              dense_cutlass = std::make_unique<cuda::Linear>(config, weights, stream, options.tuning, shape.name, scratch);
+            } else if (&pattern == &options.patterns.front()) {
+              say(fmt::format("{} {} {}: no CUTLASS variants: {}", model.name, shape.name, dname, why));
+            }
+          }
+          // The dispatching layer (fastest of CUTLASS / cuSPARSELt / dense fallback per M bucket),
+          // timed as a whole: what a model built with it gets.
+          std::unique_ptr<cuda::DispatchLinear> dispatch;
+          if (options.dispatch) {
+            cuda::DispatchConfig config;
+            config.layer = {dtype, act, pattern};
+            config.cutlass = options.cutlass;
+            config.dense_fallback = true;
+            config.dense_both_backends = true;
+            dispatch = std::make_unique<cuda::DispatchLinear>(config, weights, stream, options.tuning, shape.name, scratch);
+          }
           for (std::int64_t const m : options.ms) {
             struct Run {
               cuda::Linear* layer;
-              std::string variant;
+              std::string variant;       ///< of the layer rows
+              std::string gemm_variant;  ///< of the GEMM-only rows
               bool layer_mode, gemm_mode, quant_mode;
             };
             bool const fused = dense.dense_scales_fused();
-            std::vector<Run> runs = {{&dense, "dense", true, !fused, true}};
-            if (dense_unfused) runs.push_back({dense_unfused.get(), fused ? "dense-unfused" : "dense", fused, true, false});
-            runs.push_back({&sparse, pname, true, true, true});
+            // GEMM-only rows compare like with like: the cuBLASLt GEMM without scales (dense or
+            // dense-unfused, whichever writes the accumulator) against cuSPARSELt's; the CUTLASS
+            // GEMM rows include their fused epilogue (it has no other form).
+            std::vector<Run> runs = {{&dense, "dense", "dense", true, !fused, true}};
+            if (dense_unfused) {
+              runs.push_back({dense_unfused.get(), fused ? "dense-unfused" : "dense", "dense", fused, true, false});
+            }
+            runs.push_back({&sparse, pname, pname, true, true, true});
+            if (dense_cutlass) runs.push_back({dense_cutlass.get(), "dense-cutlass", "dense-cutlass", true, true, false});
+            if (sparse_cutlass) runs.push_back({sparse_cutlass.get(), pname + "-cutlass", pname + "-cutlass", true, true, false});
+            // Whole layers: every variant (and the dispatching layer) timed round-robin.
+            if (options.layer) {
+              std::vector<std::function<void()>> calls;
+              std::vector<Measurement> rows;
+              for (Run const& run : runs) {
+                if (!run.layer_mode) continue;
+                cuda::Linear* layer = run.layer;
+                layer->prepare(m, stream);
+                calls.emplace_back([&x, &y, layer, m, stream] { layer->forward(x.p, y.p, m, stream); });
+                rows.push_back({model.name, shape.name, shape.n, shape.k, layer->k_lifted(), m, dname, "layer",
+                                run.variant, pname, {}, 0});
+              }
+              if (dispatch) {
+                dispatch->prepare(m, stream);
+                calls.emplace_back([&x, &y, &dispatch, m, stream] { dispatch->forward(x.p, y.p, m, stream); });
+                rows.push_back({model.name, shape.name, shape.n, shape.k, sparse.k_lifted(), m, dname, "layer",
+                                pname + "-dispatch", pname, {}, 0});
+                say(fmt::format("{} {} {} {} M={}: dispatch chose {}", model.name, shape.name, dname, pname, m,
+                                dispatch->choice(m)));
+              }
+              std::vector<Timing> const times = timer.time_interleaved(calls);
+              for (std::size_t i = 0; i < rows.size(); ++i) {
+                rows[i].time = times[i];
+                report.measurements.push_back(rows[i]);
+              }
+            }
+            // GEMM-only and quant+lift steps: one variant at a time (each step reads what the
+            // layer's previous step left in the shared scratch).
             for (Run const& run : runs) {
               cuda::Linear* layer = run.layer;
               layer->prepare(m, stream);
               layer->forward(x.p, y.p, m, stream);  // the scratch now holds this layer's x'
               Measurement base_row{model.name, shape.name, shape.n, shape.k, layer->k_lifted(), m, dname, "", run.variant, pname, {}, 0};
-              if (options.layer && run.layer_mode) {
-                Measurement row = base_row;
-                row.mode = "layer";
-                row.time = timer.time([&] { layer->forward(x.p, y.p, m, stream); });
-                report.measurements.push_back(row);
-              }
               if (options.gemm && run.gemm_mode) {
                 Measurement row = base_row;
                 row.mode = "gemm";
-                row.variant = layer == &sparse ? pname : "dense";
+                row.variant = run.gemm_variant;
                 row.time = timer.time([&] { layer->forward_stage(cuda::LinearStage::kGemm, x.p, y.p, m, stream); });
                 report.measurements.push_back(row);
               }

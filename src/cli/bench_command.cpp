@@ -28,6 +28,7 @@ struct BenchArgs {
   std::vector<std::string> dtypes = {"fp8"};
   std::vector<std::string> patterns = {"2:4", "4:6", "6:8", "8:10", "14:16"};
   std::vector<std::string> modes = {"layer", "gemm", "quant_lift"};
+  std::vector<std::string> backends = {"library", "cutlass", "dispatch"};
   int warmup = 3;
   int repeats = 20;
   std::uint64_t seed = 2026;
@@ -60,12 +61,16 @@ Command register_bench(CLI::App& app) {
   auto* sub = app.add_subcommand("bench", "Time dense vs SlideSparse linear layers on the GPU (GEMM only and "
                                           "whole layer) and write JSON, CSV and a markdown report");
   sub->add_option("--model", args->models,
-                  fmt::format("Models: {}, square:K or shape:N,K (default qwen2.5-7b)",
+                  fmt::format("Models: {}, square:K or shape:NxK (default qwen2.5-7b)",
                               fmt::join(bench::model_preset_names(), ", ")))->delimiter(',');
   sub->add_option("--m", args->ms, "Token counts M to sweep (default 1,16,64,...,32768)")->delimiter(',');
   sub->add_option("--dtype", args->dtypes, "Compute dtypes: fp8, int8, bf16, fp16 (default fp8)")->delimiter(',');
   sub->add_option("--pattern", args->patterns, "Patterns (default 2:4,4:6,6:8,8:10,14:16)")->delimiter(',');
   sub->add_option("--mode", args->modes, "What to time: layer, gemm, quant_lift (default all)")->delimiter(',');
+  sub->add_option("--backend", args->backends,
+                  "What to time: library (cuSPARSELt / cuBLASLt), cutlass (W8A8 with BF16 only), dispatch "
+                  "(the layer that picks the fastest per M, dense fallback included) (default all; each "
+                  "point reports the fastest sparse and the fastest dense variant)")->delimiter(',');
   sub->add_option("--warmup", args->warmup, "Untimed calls before timing")->check(CLI::Range(0, 1000));
   sub->add_option("--repeats", args->repeats, "Timed calls per configuration (median, min, max)")->check(CLI::Range(1, 10000));
   sub->add_option("--seed", args->seed, "Seed of the random weights and activations");
@@ -89,6 +94,12 @@ Command register_bench(CLI::App& app) {
       else if (mode == "quant_lift") quant = true;
       else fail(ErrorKind::kUsage, "bench: unknown mode '{}' (layer, gemm, quant_lift)", mode);
     }
+    bool cutlass = false, dispatch = false;
+    for (auto const& b : args->backends) {
+      if (b == "cutlass") cutlass = true;
+      else if (b == "dispatch") dispatch = true;
+      else if (b != "library") fail(ErrorKind::kUsage, "bench: unknown backend '{}' (library, cutlass, dispatch)", b);
+    }
 #ifdef SLIDESPARSE_HAVE_CUDA
     std::filesystem::path const cache_path =
         args->tuning_cache == "none" ? std::filesystem::path()
@@ -103,14 +114,17 @@ Command register_bench(CLI::App& app) {
     options.layer = layer;
     options.gemm = gemm;
     options.quant_lift = quant;
+    options.cutlass = cutlass;
+    options.dispatch = dispatch;
     options.warmup = args->warmup;
     options.repeats = args->repeats;
     options.seed = args->seed;
     options.tuning = &tuning;
     options.command = fmt::format("slidesparse bench --model {} --m {} --dtype {} --pattern {} --mode {} --warmup {} "
-                                  "--repeats {} --seed {}", fmt::join(args->models, ","), fmt::join(args->ms, ","),
+                                  "--backend {} --repeats {} --seed {}", fmt::join(args->models, ","), fmt::join(args->ms, ","),
                                   fmt::join(args->dtypes, ","), fmt::join(args->patterns, ","),
-                                  fmt::join(args->modes, ","), args->warmup, args->repeats, args->seed);
+                                  fmt::join(args->modes, ","), args->warmup, fmt::join(args->backends, ","),
+                                  args->repeats, args->seed);
     options.progress = [](std::string const& line) { fmt::print(stderr, "bench: {}\n", line); };
     bench::Report const report = bench::run_benchmark(options);
     tuning.save();

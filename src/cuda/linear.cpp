@@ -10,6 +10,7 @@
 #include "slidesparse/cuda/check.hpp"
 #include "slidesparse/cuda/cublaslt_gemm.hpp"
 #include "slidesparse/cuda/cusparselt_gemm.hpp"
+#include "slidesparse/cuda/cutlass_gemm.hpp"
 #include "slidesparse/cuda/epilogue.hpp"
 #include "slidesparse/cuda/quant_lift.hpp"
 
@@ -46,6 +47,18 @@ void upload(DeviceAlloc& dst, void const* src, std::size_t bytes, cudaStream_t s
   if (bytes) {
     SLIDESPARSE_CUDA_CHECK(cudaMemcpyAsync(dst.ptr, src, bytes, cudaMemcpyHostToDevice, stream));
   }
+}
+
+// Whether a layer runs on CUTLASS; an Error when config.backend demands it and it cannot.
+bool use_cutlass(LinearConfig const& config, std::int64_t n, std::int64_t k_lifted, std::string const& name) {
+  if (config.backend == GemmBackend::kLibrary) return false;
+  DType const c = config.compute_dtype;
+  std::string why = c == DType::kI8 || c == DType::kF8E4M3
+                        ? CutlassGemm::unsupported(c, config.activation_dtype, n, k_lifted)
+                        : fmt::format("{} layers have no CUTLASS kernels (W8A8 only)", dtype_name(c));
+  if (why.empty()) return true;
+  if (config.backend == GemmBackend::kCutlass) fail(ErrorKind::kUsage, "{}: CUTLASS backend: {}", name, why);
+  return false;
 }
 
 }  // namespace
@@ -101,7 +114,10 @@ Linear::Linear(LinearConfig const& config, LinearWeights const& weights, cudaStr
                   ? ActivationLayout::slid(*config.pattern, weights.weight.cols, config.k_alignment)
                   : ActivationLayout::dense(weights.weight.cols, config.k_alignment)),
       n_(weights.weight.rows),
-      n_padded_(round_up(weights.weight.rows, config.pattern ? 32 : 8)),
+      // CUTLASS writes y itself (N % 8 == 0 is required): no padded rows.
+      n_padded_(use_cutlass(config, weights.weight.rows, layout_.k_lifted(), name_)
+                    ? weights.weight.rows
+                    : round_up(weights.weight.rows, config.pattern ? 32 : 8)),
       device_(std::make_unique<Device>()),
       scratch_(scratch ? std::move(scratch) : std::make_shared<LinearScratch>()) {
   DType const c = config.compute_dtype;
@@ -149,7 +165,15 @@ Linear::Linear(LinearConfig const& config, LinearWeights const& weights, cudaStr
   upload(d.weight, host.data(), host.size(), stream);
   if (w8a8) upload(d.weight_scale, weights.weight_scale.data(), weights.weight_scale.size_bytes(), stream);
   if (!weights.bias.empty()) upload(d.bias, weights.bias.data(), weights.bias.size_bytes(), stream);
-  if (config.pattern) {
+  if (use_cutlass(config, n_, kl, name_)) {
+    cutlass_ = std::make_unique<CutlassGemm>(d.weight.ptr, c, config.pattern.has_value(), n_, kl, stream, tuning,
+                                             config.fast_accumulation);
+    if (config.pattern) {
+      d.weight.reset();  // compressed inside the backend (which synchronized the stream)
+    } else {
+      SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream));  // `host` goes out of scope
+    }
+  } else if (config.pattern) {
     sparse_ = std::make_unique<CusparseltGemm>(d.weight.ptr, c, acc_dtype_, n_padded_, kl, stream, tuning);
     d.weight.reset();  // compressed inside the backend (which synchronized the stream)
   } else {
@@ -164,13 +188,22 @@ Linear::Linear(LinearConfig const& config, LinearWeights const& weights, cudaStr
 Linear::~Linear() = default;
 
 std::string const& Linear::backend_version() const noexcept {
-  return sparse_ ? sparse_->library_version() : dense_->library_version();
+  return cutlass_ ? cutlass_->library_version() : sparse_ ? sparse_->library_version() : dense_->library_version();
+}
+
+std::string Linear::gemm_description(std::int64_t m) const {
+  if (!is_prepared(m)) return {};
+  if (cutlass_) return cutlass_->plan_description(m_bucket(m));
+  return sparse_ ? sparse_->library_version() : dense_->library_version() + (fused_dense_ ? " (scales fused)" : "");
 }
 
 LinearMemory Linear::memory() const noexcept {
   Device const& d = *device_;
   LinearMemory mem;
-  if (sparse_) {
+  if (cutlass_) {
+    mem.weight = cutlass_->sparse() ? cutlass_->compressed_bytes() : d.weight.bytes;
+    mem.gemm = cutlass_->device_bytes() - cutlass_->compressed_bytes();
+  } else if (sparse_) {
     // The backend's bytes are the compressed weight plus plan workspaces; report them apart.
     std::size_t const backend = sparse_->device_bytes();
     std::size_t const compressed = sparse_->compressed_bytes();
@@ -191,6 +224,7 @@ struct ScratchNeed {
   std::size_t x, scales, acc;
 };
 
+// CUTLASS layers write y from the GEMM: no accumulator scratch (n_padded = 0 here).
 ScratchNeed scratch_need(std::int64_t bucket, std::int64_t k_lifted, std::int64_t n_padded, DType compute, DType acc) {
   bool const w8a8 = acc == DType::kI32 || acc == DType::kF32;
   return {static_cast<std::size_t>(bucket * k_lifted) * dtype_size(compute),
@@ -201,18 +235,21 @@ ScratchNeed scratch_need(std::int64_t bucket, std::int64_t k_lifted, std::int64_
 }  // namespace
 
 bool Linear::scratch_fits(std::int64_t bucket) const noexcept {
-  ScratchNeed const need = scratch_need(bucket, layout_.k_lifted(), n_padded_, config_.compute_dtype, acc_dtype_);
+  ScratchNeed const need =
+      scratch_need(bucket, layout_.k_lifted(), cutlass_ ? 0 : n_padded_, config_.compute_dtype, acc_dtype_);
   return need.x <= scratch_->x_bytes() && need.scales <= scratch_->scale_bytes() && need.acc <= scratch_->acc_bytes();
 }
 
 void Linear::reserve_scratch(std::int64_t bucket, cudaStream_t stream) {
-  ScratchNeed const need = scratch_need(bucket, layout_.k_lifted(), n_padded_, config_.compute_dtype, acc_dtype_);
+  ScratchNeed const need =
+      scratch_need(bucket, layout_.k_lifted(), cutlass_ ? 0 : n_padded_, config_.compute_dtype, acc_dtype_);
   scratch_->reserve(need.x, need.scales, need.acc, stream);
 }
 
 bool Linear::tuned_from_cache(std::int64_t m) const noexcept {
   if (m <= 0) return false;
   std::int64_t const bucket = m_bucket(m);
+  if (cutlass_) return cutlass_->tuned_from_cache(bucket);
   return sparse_ ? sparse_->tuned_from_cache(bucket) : dense_->tuned_from_cache(bucket);
 }
 
@@ -220,6 +257,7 @@ bool Linear::is_prepared(std::int64_t m) const noexcept {
   if (m <= 0) return false;
   std::int64_t const bucket = m_bucket(m);
   if (!scratch_fits(bucket)) return false;
+  if (cutlass_) return cutlass_->has_plan(bucket);
   return sparse_ ? sparse_->has_plan(bucket) : dense_->has_plan(bucket);
 }
 
@@ -228,7 +266,15 @@ void Linear::prepare(std::int64_t m, cudaStream_t stream) {
   reserve_scratch(bucket, stream);
   // Building the plan runs the GEMM once (tuning): on the scratch buffers, whose contents are
   // overwritten by the next forward anyway.
-  if (sparse_) {
+  if (cutlass_) {
+    if (!cutlass_->has_plan(bucket)) {
+      DeviceAlloc y;  // the tuning runs' output (CUTLASS layers need no accumulator scratch)
+      y.allocate(static_cast<std::size_t>(bucket * n_) * 2);
+      cutlass_->run(scratch_->x(), y.ptr, bucket, scratch_->scales(), device_->weight_scale.as<float>(),
+                    device_->bias.as<float>(), stream, bucket);
+      SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream));  // before `y` is freed
+    }
+  } else if (sparse_) {
     if (!sparse_->has_plan(bucket)) sparse_->run(scratch_->x(), scratch_->acc(), bucket, 1.0f, stream);
   } else if (!dense_->has_plan(bucket)) {
     if (fused_dense_) {
@@ -271,7 +317,7 @@ void Linear::run(LinearStage const* only, void const* x, void* y, std::int64_t m
   DType const act = config_.activation_dtype;
   auto const wanted = [only](LinearStage s) { return !only || *only == s; };
 
-  std::int64_t const gemm_rows = sparse_ ? bucket : m;
+  std::int64_t const gemm_rows = sparse_ ? bucket : m;  // cuSPARSELt runs the padded bucket
   // A 16-bit identity lift of a contiguous x is a copy: the GEMM reads x itself (as a user's
   // dense path would), where it reads exactly M rows.
   bool const identity = !config_.pattern || config_.pattern->half_block() == 2;
@@ -281,6 +327,12 @@ void Linear::run(LinearStage const* only, void const* x, void* y, std::int64_t m
     quant_lift(x, act, m, ldx, layout_, scratch.x(), config_.compute_dtype, w8a8 ? scratch.scales() : nullptr, stream);
   }
 
+  if (cutlass_) {  // quant+lift -> GEMM with scales and bias -> y
+    if (wanted(LinearStage::kGemm)) {
+      cutlass_->run(gemm_in, y, m, scratch.scales(), d.weight_scale.as<float>(), d.bias.as<float>(), stream, bucket);
+    }
+    return;
+  }
   // 16-bit layers whose GEMM output already has y's shape write y directly; the bias (if any)
   // is then added in place.
   bool const direct = !w8a8 && n_padded_ == n_ && gemm_rows == m;

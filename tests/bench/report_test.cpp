@@ -39,6 +39,8 @@ TEST(BenchPresets, ShapesFollowTheModelConfigs) {
   EXPECT_EQ(model_shapes("bitnet-2b").layers[2].n, 13824);
   EXPECT_EQ(model_shapes("square:1000").layers[0].n, 1000);
   EXPECT_EQ(model_shapes("shape:17,33").layers[0].k, 33);
+  EXPECT_EQ(model_shapes("shape:17x33").layers[0].n, 17);  // the CLI's form (its lists split at ',')
+  EXPECT_EQ(model_shapes("shape:17x33").layers[0].k, 33);
   EXPECT_EQ(model_preset_names().size(), 6u);
   EXPECT_THROW(model_shapes("gpt-5"), Error);
   EXPECT_THROW(model_shapes("shape:17"), Error);
@@ -77,6 +79,24 @@ TEST(BenchReport, TheBaselineIsTheFastestDenseVariant) {
   ASSERT_EQ(c.size(), 1u);
   EXPECT_DOUBLE_EQ(c[0].dense_us, 100);
   EXPECT_EQ(c[0].dense_variant, "dense-unfused");
+}
+
+TEST(BenchReport, TheSparseTimeIsTheFastestSparseBackend) {
+  std::vector<Measurement> const rows = {row("a", 1, "dense", "6:8", 120), row("a", 1, "dense-cutlass", "6:8", 100),
+                                         row("a", 1, "6:8", "6:8", 110), row("a", 1, "6:8-cutlass", "6:8", 80),
+                                         row("a", 1, "4:6-cutlass", "6:8", 10),  // another pattern's: ignored
+                                         row("a", 1, "6:8-dispatch", "6:8", 85)};  // reported apart
+  auto const c = compare(rows);
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_DOUBLE_EQ(c[0].sparse_us, 80);
+  ASSERT_TRUE(c[0].dispatch_us);
+  EXPECT_DOUBLE_EQ(*c[0].dispatch_us, 85);
+  EXPECT_DOUBLE_EQ(c[0].speedup, 1.25);
+  EXPECT_EQ(c[0].sparse_variant, "6:8-cutlass");
+  EXPECT_EQ(c[0].dense_variant, "dense-cutlass");
+  Report report;
+  report.measurements = rows;
+  EXPECT_NE(to_markdown(report).find("`cutlass/cutlass`"), std::string::npos) << to_markdown(report);
 }
 
 TEST(BenchReport, CrossoverIsWhereSparseWinsFromThereOn) {

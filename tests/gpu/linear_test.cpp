@@ -4,9 +4,17 @@
 //         exact and every other step is bit-exact by construction);
 //   FP8 / BF16 / F16: within a tolerance of the float64 result, and SlideSparse within the same
 //         tolerance of dense (they differ only in the GEMM's accumulation order).
+// Each on both GEMM backends: the libraries (cuSPARSELt / cuBLASLt + separate epilogue) and
+// CUTLASS with the fused epilogue (GemmBackend::kAuto: CUTLASS wherever it can run the layer —
+// W8A8, BF16, N % 8 == 0, Hopper — else the library, which the tests also check).
 #include "slidesparse/cuda/linear.hpp"
 
+#include "slidesparse/cuda/cutlass_gemm.hpp"
+#include "slidesparse/cuda/dispatch_linear.hpp"
+
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <cstring>
 #include <optional>
 
@@ -20,6 +28,7 @@
 namespace slidesparse {
 namespace {
 
+using cuda::GemmBackend;
 using cuda::Linear;
 using cuda::LinearConfig;
 using cuda::LinearWeights;
@@ -105,6 +114,24 @@ double tolerance(DType out, double exact, double abs_products) {
 
 class LinearGpu : public test::GpuTest {};
 
+constexpr GemmBackend kBackends[] = {GemmBackend::kLibrary, GemmBackend::kAuto};
+
+char const* backend_name(GemmBackend b) {
+  return b == GemmBackend::kLibrary ? "library" : b == GemmBackend::kCutlass ? "cutlass" : "auto";
+}
+
+// Whether kAuto must pick CUTLASS for this layer on this machine.
+bool expect_cutlass(GemmBackend backend, DType compute, DType act, std::int64_t n, std::int64_t k_lifted) {
+  if (backend == GemmBackend::kLibrary || (compute != DType::kI8 && compute != DType::kF8E4M3)) return false;
+  return cuda::CutlassGemm::unsupported(compute, act, n, k_lifted).empty();
+}
+
+LinearConfig config_of(DType compute, DType act, std::optional<SparsityPattern> pattern, GemmBackend backend) {
+  LinearConfig config{compute, act, pattern};
+  config.backend = backend;
+  return config;
+}
+
 struct Shape {
   std::int64_t m, n, k;
 };
@@ -114,20 +141,23 @@ TEST_F(LinearGpu, Int8LayerEqualsTheCpuReferenceBitForBitForEveryPattern) {
   SCOPED_TRACE(rng.describe());
   // M = 1, 7, 4097 (padded to the 4608 bucket); K = 3584, 18944, and K not a multiple of 2N;
   // N not a multiple of 32.
-  std::vector<Shape> const shapes = {{1, 64, 3584}, {7, 100, 1001}, {4097, 40, 3584}, {33, 72, 18944}};
+  std::vector<Shape> const shapes = {{1, 64, 3584}, {7, 100, 1001}, {4097, 40, 3584}, {33, 72, 18944}, {17, 136, 1001}};
   std::vector<std::optional<SparsityPattern>> patterns = {std::nullopt};
   for (char const* p : {"2:4", "4:6", "6:8", "8:10", "14:16"}) patterns.push_back(SparsityPattern::parse(p));
-  for (Shape const& s : shapes) {
-    for (auto const& pattern : patterns) {
-      for (bool const with_bias : {false, true}) {
-        SCOPED_TRACE(fmt::format("{} M={} N={} K={} bias={}", pattern ? pattern->to_string() : "dense", s.m, s.n,
-                                 s.k, with_bias));
-        HostLayer const host = make_layer(rng, DType::kI8, s.n, s.k, pattern, with_bias);
-        OwnedMatrix const x = make_input(rng, DType::kBF16, s.m, s.k);
-        OwnedMatrix expected(DType::kBF16, s.m, s.n);
-        linear_reference(x.cview(), host.weight.cview(), host.scale, host.bias, expected.view());
-        Linear layer({DType::kI8, DType::kBF16, pattern}, host.view(), nullptr);
-        ASSERT_EQ(run_layer(layer, x, s.n), expected.bytes);
+  for (GemmBackend const backend : kBackends) {
+    for (Shape const& s : shapes) {
+      for (auto const& pattern : patterns) {
+        for (bool const with_bias : {false, true}) {
+          SCOPED_TRACE(fmt::format("{} {} M={} N={} K={} bias={}", backend_name(backend),
+                                   pattern ? pattern->to_string() : "dense", s.m, s.n, s.k, with_bias));
+          HostLayer const host = make_layer(rng, DType::kI8, s.n, s.k, pattern, with_bias);
+          OwnedMatrix const x = make_input(rng, DType::kBF16, s.m, s.k);
+          OwnedMatrix expected(DType::kBF16, s.m, s.n);
+          linear_reference(x.cview(), host.weight.cview(), host.scale, host.bias, expected.view());
+          Linear layer(config_of(DType::kI8, DType::kBF16, pattern, backend), host.view(), nullptr);
+          EXPECT_EQ(layer.uses_cutlass(), expect_cutlass(backend, DType::kI8, DType::kBF16, s.n, layer.k_lifted()));
+          ASSERT_EQ(run_layer(layer, x, s.n), expected.bytes);
+        }
       }
     }
   }
@@ -148,19 +178,28 @@ TEST_F(LinearGpu, FloatLayersMatchTheFloat64ReferenceAndSparseMatchesDense) {
       {DType::kBF16, DType::kBF16, {64, 4608, 3584}, "6:8"},  {DType::kF16, DType::kF16, {17, 64, 3584}, "8:10"},
       {DType::kBF16, DType::kBF16, {32, 64, 4096}, "2:4"},
       {DType::kF16, DType::kF16, {1, 4608, 3584}, "2:4"},  // cuSPARSELt 0.8.0's search failed here once
+      {DType::kF8E4M3, DType::kBF16, {1025, 136, 3584}, "6:8"},
   };
+  // The W8A8 BF16 cases again on kAuto (CUTLASS where it can run them).
+  std::vector<std::pair<FloatCase, GemmBackend>> cases_by_backend;
+  for (FloatCase const& c : cases) cases_by_backend.emplace_back(c, GemmBackend::kLibrary);
   for (FloatCase const& c : cases) {
+    if (c.compute == DType::kF8E4M3 && c.act == DType::kBF16) cases_by_backend.emplace_back(c, GemmBackend::kAuto);
+  }
+  for (auto const& [c, backend] : cases_by_backend) {
     Shape const& s = c.shape;
     SparsityPattern const pattern = SparsityPattern::parse(c.pattern);
     for (bool const with_bias : {false, true}) {
-      SCOPED_TRACE(fmt::format("{} {} {} M={} N={} K={} bias={}", dtype_name(c.compute), dtype_name(c.act), c.pattern,
-                               s.m, s.n, s.k, with_bias));
+      SCOPED_TRACE(fmt::format("{} {} {} {} M={} N={} K={} bias={}", backend_name(backend), dtype_name(c.compute),
+                               dtype_name(c.act), c.pattern, s.m, s.n, s.k, with_bias));
       HostLayer const host = make_layer(rng, c.compute, s.n, s.k, pattern, with_bias);
       OwnedMatrix const x = make_input(rng, c.act, s.m, s.k);
       OwnedMatrix rounded(c.act, s.m, s.n);
       LinearReferenceResult const ref = linear_reference(x.cview(), host.weight.cview(), host.scale, host.bias, rounded.view());
-      Linear sparse({c.compute, c.act, pattern}, host.view(), nullptr);
-      Linear dense({c.compute, c.act, std::nullopt}, host.view(), nullptr);
+      Linear sparse(config_of(c.compute, c.act, pattern, backend), host.view(), nullptr);
+      Linear dense(config_of(c.compute, c.act, std::nullopt, backend), host.view(), nullptr);
+      EXPECT_EQ(sparse.uses_cutlass(), expect_cutlass(backend, c.compute, c.act, s.n, sparse.k_lifted()));
+      EXPECT_EQ(dense.uses_cutlass(), expect_cutlass(backend, c.compute, c.act, s.n, dense.k_lifted()));
       auto const ys = run_layer(sparse, x, s.n);
       auto const yd = run_layer(dense, x, s.n);
       double worst = 0;  // largest error as a fraction of the tolerance, printed for the record
@@ -174,8 +213,8 @@ TEST_F(LinearGpu, FloatLayersMatchTheFloat64ReferenceAndSparseMatchesDense) {
         ASSERT_LE(ed, tol) << "dense, element " << i;
         ASSERT_LE(esd, 2 * tol) << "sparse vs dense, element " << i;
       }
-      std::printf("  %s %s %s M=%lld N=%lld K=%lld bias=%d dense_fused=%d: worst error = %.3f of the tolerance\n",
-                  std::string(dtype_name(c.compute)).c_str(), std::string(dtype_name(c.act)).c_str(), c.pattern,
+      std::printf("  %s %s %s %s M=%lld N=%lld K=%lld bias=%d dense_fused=%d: worst error = %.3f of the tolerance\n",
+                  backend_name(backend), std::string(dtype_name(c.compute)).c_str(), std::string(dtype_name(c.act)).c_str(), c.pattern,
                   static_cast<long long>(s.m), static_cast<long long>(s.n), static_cast<long long>(s.k), with_bias,
                   dense.dense_scales_fused() ? 1 : 0, worst);
     }
@@ -185,8 +224,12 @@ TEST_F(LinearGpu, FloatLayersMatchTheFloat64ReferenceAndSparseMatchesDense) {
 TEST_F(LinearGpu, ForwardIsCapturableInACudaGraphOnceItIsPrepared) {
   test::Rng rng(77);
   SCOPED_TRACE(rng.describe());
-  for (auto const& pattern : {std::optional<SparsityPattern>(), std::optional(SparsityPattern::parse("6:8"))}) {
-    SCOPED_TRACE(pattern ? pattern->to_string() : "dense");
+  for (auto const& [pattern, backend] :
+       {std::pair{std::optional<SparsityPattern>(), GemmBackend::kLibrary},
+        {std::optional(SparsityPattern::parse("6:8")), GemmBackend::kLibrary},
+        {std::optional<SparsityPattern>(), GemmBackend::kAuto},
+        {std::optional(SparsityPattern::parse("6:8")), GemmBackend::kAuto}}) {
+    SCOPED_TRACE(fmt::format("{} {}", backend_name(backend), pattern ? pattern->to_string() : "dense"));
     std::int64_t const m = 96, n = 512, k = 3584;
     HostLayer const host = make_layer(rng, DType::kI8, n, k, pattern, true);
     OwnedMatrix const x = make_input(rng, DType::kBF16, m, k);
@@ -194,7 +237,7 @@ TEST_F(LinearGpu, ForwardIsCapturableInACudaGraphOnceItIsPrepared) {
     linear_reference(x.cview(), host.weight.cview(), host.scale, host.bias, expected.view());
     cudaStream_t stream = nullptr;
     SLIDESPARSE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    Linear layer({DType::kI8, DType::kBF16, pattern}, host.view(), stream);
+    Linear layer(config_of(DType::kI8, DType::kBF16, pattern, backend), host.view(), stream);
     layer.prepare(m, stream);
     ASSERT_TRUE(layer.is_prepared(m));
     DeviceBuffer dx(x.bytes.size()), dy(expected.bytes.size());
@@ -228,24 +271,33 @@ TEST_F(LinearGpu, TuningIsPersistedAndReusedByAFreshProcessState) {
   HostLayer const host = make_layer(rng, DType::kF8E4M3, n, k, SparsityPattern::parse("6:8"), false);
   OwnedMatrix const x = make_input(rng, DType::kBF16, m, k);
   std::vector<std::byte> first;
-  for (auto const& pattern : {std::optional(SparsityPattern::parse("6:8")), std::optional<SparsityPattern>()}) {
-    SCOPED_TRACE(pattern ? "sparse" : "dense");
+  std::size_t entries = 0;
+  for (auto const& [pattern, backend] :
+       {std::pair{std::optional(SparsityPattern::parse("6:8")), GemmBackend::kLibrary},
+        {std::optional<SparsityPattern>(), GemmBackend::kLibrary},
+        {std::optional(SparsityPattern::parse("6:8")), GemmBackend::kAuto},
+        {std::optional<SparsityPattern>(), GemmBackend::kAuto}}) {
+    SCOPED_TRACE(fmt::format("{} {}", backend_name(backend), pattern ? "sparse" : "dense"));
+    bool const cutlass = expect_cutlass(backend, DType::kF8E4M3, DType::kBF16, n, 1024);
+    if (backend == GemmBackend::kAuto && !cutlass) continue;  // the library entries again
+    ++entries;
     {
       io::TuningCache cache(file);
-      Linear layer({DType::kF8E4M3, DType::kBF16, pattern}, host.view(), nullptr, &cache);
+      Linear layer(config_of(DType::kF8E4M3, DType::kBF16, pattern, backend), host.view(), nullptr, &cache);
+      EXPECT_EQ(layer.uses_cutlass(), cutlass);
       layer.prepare(m, nullptr);
       EXPECT_FALSE(layer.tuned_from_cache(m));
       first = run_layer(layer, x, n);
       cache.save();
     }
     io::TuningCache reloaded(file);  // what a new process sees
-    Linear layer({DType::kF8E4M3, DType::kBF16, pattern}, host.view(), nullptr, &reloaded);
+    Linear layer(config_of(DType::kF8E4M3, DType::kBF16, pattern, backend), host.view(), nullptr, &reloaded);
     layer.prepare(m, nullptr);
     EXPECT_TRUE(layer.tuned_from_cache(m));
     // Same configuration: same accumulation order, same bits.
     EXPECT_EQ(run_layer(layer, x, n), first);
   }
-  EXPECT_EQ(io::TuningCache(file).size(), 2u);
+  EXPECT_EQ(io::TuningCache(file).size(), entries);
 }
 
 TEST_F(LinearGpu, LayersSharingOneScratchStayCorrect) {
@@ -260,8 +312,12 @@ TEST_F(LinearGpu, LayersSharingOneScratchStayCorrect) {
   Linear la({DType::kI8, DType::kBF16, SparsityPattern::parse("6:8")}, a.view(), nullptr, nullptr, "a", scratch);
   Linear lb({DType::kI8, DType::kBF16, std::nullopt}, b.view(), nullptr, nullptr, "b", scratch);
   Linear lc({DType::kI8, DType::kBF16, SparsityPattern::parse("14:16")}, c.view(), nullptr, nullptr, "c", scratch);
+  // A CUTLASS layer (where it can run) among them: it uses x' and the scales, not the accumulator.
+  HostLayer const d = make_layer(rng, DType::kI8, 264, 3584, SparsityPattern::parse("6:8"), true);
+  Linear ld(config_of(DType::kI8, DType::kBF16, SparsityPattern::parse("6:8"), GemmBackend::kAuto), d.view(), nullptr,
+            nullptr, "d", scratch);
   for (std::int64_t m : {7, 300, 1}) {
-    for (auto [layer, host] : {std::pair{&la, &a}, {&lb, &b}, {&lc, &c}}) {
+    for (auto [layer, host] : {std::pair{&la, &a}, {&lb, &b}, {&lc, &c}, {&ld, &d}}) {
       SCOPED_TRACE(fmt::format("{} M={}", layer->name(), m));
       OwnedMatrix const x = make_input(rng, DType::kBF16, m, host->weight.cols);
       OwnedMatrix expected(DType::kBF16, m, host->weight.rows);
@@ -291,6 +347,17 @@ TEST_F(LinearGpu, ReportsItsDeviceMemory) {
   // bucket(100) = 128 rows: x' 128 x 5376 INT8, 128 scales, acc 128 x 4608 INT32.
   EXPECT_EQ(after.scratch, 128u * 5376 + 128 * 4 + 128u * 4608 * 4);
   EXPECT_EQ(after.total(), after.weight + after.vectors + after.gemm + after.scratch);
+
+  if (!expect_cutlass(GemmBackend::kAuto, DType::kI8, DType::kBF16, 4608, 5376)) return;
+  Linear fused(config_of(DType::kI8, DType::kBF16, SparsityPattern::parse("6:8"), GemmBackend::kCutlass), host.view(),
+               nullptr);
+  EXPECT_TRUE(fused.uses_cutlass());
+  EXPECT_GT(static_cast<double>(fused.memory().weight), 0.5 * lifted);
+  EXPECT_LT(static_cast<double>(fused.memory().weight), 0.75 * lifted);
+  fused.prepare(100, nullptr);
+  // No accumulator scratch: the GEMM writes y.
+  EXPECT_EQ(fused.memory().scratch, 128u * 5376 + 128 * 4);
+  EXPECT_FALSE(fused.gemm_description(100).empty());
 }
 
 TEST_F(LinearGpu, RejectsBadWeightsNamingWhatIsWrong) {
@@ -307,10 +374,74 @@ TEST_F(LinearGpu, RejectsBadWeightsNamingWhatIsWrong) {
   EXPECT_THROW(Linear({DType::kI8, DType::kBF16, std::nullopt}, {host.weight.cview(), short_scale, {}}, nullptr), Error);
   EXPECT_THROW(Linear({DType::kF8E4M3, DType::kBF16, std::nullopt}, host.view(), nullptr), Error);  // I8 weight
   EXPECT_THROW(Linear({DType::kBF16, DType::kF16, std::nullopt}, host.view(), nullptr), Error);
+  // CUTLASS demanded for a layer it cannot run: the error says why (16-bit compute here).
+  HostLayer const bf16 = make_layer(rng, DType::kBF16, 64, 64, std::nullopt, false);
+  try {
+    Linear layer(config_of(DType::kBF16, DType::kBF16, std::nullopt, GemmBackend::kCutlass), bf16.view(), nullptr);
+    FAIL() << "a BF16 layer was accepted by the CUTLASS backend";
+  } catch (Error const& e) {
+    EXPECT_NE(std::string(e.what()).find("CUTLASS"), std::string::npos) << e.what();
+  }
   Linear ok({DType::kI8, DType::kBF16, std::nullopt}, host.view(), nullptr);
   EXPECT_THROW(ok.forward(nullptr, nullptr, 1, nullptr), Error);
   DeviceBuffer d(64 * 64 * 2);
   EXPECT_THROW(ok.forward(d.get(), d.get(), 0, nullptr), Error);
+}
+
+TEST_F(LinearGpu, DispatchingLayerIsExactWhicheverCandidateWinsAndRemembersItsChoice) {
+  // INT8: every candidate (CUTLASS, cuSPARSELt, dense fallback) is bit-identical to the
+  // reference, so the output must be too, whatever the timing picks.
+  test::TempDir dir;
+  auto const file = dir.path() / "tuning.json";
+  test::Rng rng(606);
+  SCOPED_TRACE(rng.describe());
+  std::int64_t const n = 264, k = 3584;
+  SparsityPattern const pattern = SparsityPattern::parse("6:8");
+  HostLayer const host = make_layer(rng, DType::kI8, n, k, pattern, true);
+  cuda::DispatchConfig config;
+  config.layer = {DType::kI8, DType::kBF16, pattern};
+  config.dense_fallback = true;
+  std::map<std::int64_t, std::string> chosen;
+  {
+    io::TuningCache cache(file);
+    cuda::DispatchLinear layer(config, host.view(), nullptr, &cache, "d");
+    auto const names = layer.candidates();
+    bool const cutlass = expect_cutlass(GemmBackend::kAuto, DType::kI8, DType::kBF16, n, 5376);
+    EXPECT_EQ(names.size(), cutlass ? 3u : 2u);
+    EXPECT_EQ(names.back(), "dense");
+    std::size_t weights = 0;
+    for (auto const& c : names) weights += layer.memory_of(c).weight;
+    EXPECT_EQ(layer.memory().weight, weights);
+    for (std::int64_t const m : {1, 300}) {
+      SCOPED_TRACE(fmt::format("M={}", m));
+      OwnedMatrix const x = make_input(rng, DType::kBF16, m, k);
+      OwnedMatrix expected(DType::kBF16, m, n);
+      linear_reference(x.cview(), host.weight.cview(), host.scale, host.bias, expected.view());
+      DeviceBuffer dx(x.bytes.size()), dy(expected.bytes.size());
+      dx.upload(x.bytes.data());
+      dy.fill(0xFF);
+      layer.forward(dx.get(), dy.get(), m, nullptr);
+      SLIDESPARSE_CUDA_CHECK(cudaDeviceSynchronize());
+      ASSERT_EQ(dy.download(), expected.bytes);
+      chosen[m] = layer.choice(m);
+      EXPECT_NE(std::find(names.begin(), names.end(), chosen[m]), names.end()) << chosen[m];
+      EXPECT_FALSE(layer.chosen_from_cache(m));
+      std::printf("  dispatch N=%lld K=%lld M=%lld chose %s\n", static_cast<long long>(n), static_cast<long long>(k),
+                  static_cast<long long>(m), chosen[m].c_str());
+    }
+    cache.save();
+  }
+  io::TuningCache reloaded(file);
+  cuda::DispatchLinear again(config, host.view(), nullptr, &reloaded, "d");
+  for (auto const& [m, name] : chosen) {
+    again.prepare(m, nullptr);
+    EXPECT_TRUE(again.chosen_from_cache(m));
+    EXPECT_EQ(again.choice(m), name);
+  }
+  // No sparse candidate: an error, not a silently dense layer.
+  config.cutlass = false;
+  config.cusparselt = false;
+  EXPECT_THROW(cuda::DispatchLinear(config, host.view(), nullptr), Error);
 }
 
 // No GPU needed: the bucket arithmetic.

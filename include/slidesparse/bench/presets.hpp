@@ -31,7 +31,7 @@ struct ModelShapes {
 /// "llama3.2-1b", "llama3.2-3b", "llama3.1-8b", "qwen2.5-7b", "qwen2.5-14b", "bitnet-2b".
 std::vector<std::string> model_preset_names();
 
-/// A preset by name (case-insensitive), "square:K" (one K x K layer) or "shape:N,K" (one
+/// A preset by name (case-insensitive), "square:K" (one K x K layer) or "shape:NxK" (one
 /// custom layer). Throws Error(kUsage) listing the presets for an unknown name.
 ModelShapes model_shapes(std::string_view spec);
 

@@ -23,7 +23,8 @@ struct Measurement {
   std::int64_t n = 0, k = 0, k_lifted = 0, m = 0;
   std::string dtype;      ///< fp8, int8, bf16, fp16
   std::string mode;       ///< "gemm" (GEMM step only), "layer" (BF16/F16 in -> out), "quant_lift"
-  std::string variant;    ///< "dense..." (one or more dense variants) or the SlideSparse pattern ("6:8")
+  std::string variant;    ///< "dense..." (dense variants) or the SlideSparse pattern, optionally with a
+                          ///< backend suffix ("6:8" = cuSPARSELt, "6:8-cutlass")
   std::string pruned_to;  ///< the pattern the weight obeys; dense runs on the same weight
   Timing time;
   double bytes = 0;       ///< quant_lift: bytes read + written per call
@@ -38,12 +39,19 @@ struct Comparison {
   /// (speedup / speedup of 2:4) / (ideal speedup / 2): 1 means the pattern keeps all of its
   /// share of what the 2:4 kernel delivers. Absent without a 2:4 entry.
   std::optional<double> efficiency_vs_24;
-  std::string dense_variant;  ///< which dense variant was fastest (the baseline)
+  std::string dense_variant;   ///< which dense variant was fastest (the baseline)
+  std::string sparse_variant;  ///< which SlideSparse variant was fastest ("6:8", "6:8-cutlass")
+  /// The dispatching layer's own time ("<pattern>-dispatch": it picks per M among its
+  /// candidates, dense fallback included), when measured; not part of the sparse minimum.
+  std::optional<double> dispatch_us;
 };
 
 /// Every comparison the measurements allow (per layer, and per model summed over its layers
 /// where all layers have both timings), for modes gemm and layer. The dense time of a point is
-/// the fastest of its dense variants (variant names starting with "dense").
+/// the fastest of its dense variants (variant names starting with "dense"), the sparse time the
+/// fastest of its SlideSparse variants (the pattern, or the pattern + "-backend"), what a layer
+/// that dispatches per M to the fastest sparse backend achieves; "<pattern>-dispatch" rows (the
+/// dispatching layer measured itself) go to dispatch_us.
 std::vector<Comparison> compare(std::vector<Measurement> const& measurements);
 
 /// Smallest swept M from which sparse is faster than dense at every larger swept M, for one

@@ -3,13 +3,16 @@
 ///
 /// For every model layer, dtype and pattern: a random weight in the compute dtype (full-range
 /// codes, no zeros before pruning), pruned to the pattern by magnitude; a SlideSparse Linear
-/// and a dense Linear on the same pruned weight; both tuned (tuning cache) and timed for every M:
+/// and a dense Linear on the same pruned weight (each on cuSPARSELt / cuBLASLt and, for W8A8 with
+/// BF16 activations, on CUTLASS); all tuned (tuning cache) and timed for every M:
 ///   layer       forward(): quant+lift -> GEMM -> epilogue, 16-bit in and out
 ///   gemm        the GEMM step alone (on the layer's own lifted activations)
 ///   quant_lift  the quant+lift step alone (bandwidth, against the measured copy bandwidth)
 /// Method: L2 evicted before every timed call (weights and activations cold, as in a model),
 /// `warmup` untimed calls, then `repeats` single calls each between CUDA events; median, min,
-/// max. No bias (a per-channel add in the epilogue either way).
+/// max. Whole-layer variants of one point are timed round-robin (interleaved), so clock and
+/// temperature drift cannot favour one of them. No bias (a per-channel add in the epilogue
+/// either way).
 #pragma once
 
 #include <cstdint>
@@ -34,6 +37,11 @@ struct BenchOptions {
   std::vector<DType> dtypes;  ///< compute dtypes: I8, F8_E4M3, BF16, F16
   std::vector<SparsityPattern> patterns;
   bool gemm = true, layer = true, quant_lift = true;
+  /// Also time the CUTLASS backend (W8A8, BF16): variants "<pattern>-cutlass" and "dense-cutlass".
+  bool cutlass = true;
+  /// Also time the dispatching layer ("<pattern>-dispatch", layer mode): per M the fastest of
+  /// its candidates (CUTLASS, cuSPARSELt, dense fallback), as chosen by its own tuning.
+  bool dispatch = true;
   int warmup = 3, repeats = 20;
   std::uint64_t seed = 2026;
   io::TuningCache* tuning = nullptr;

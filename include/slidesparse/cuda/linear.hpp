@@ -7,7 +7,9 @@
 ///                   pattern; dense: identity with a zero tail up to K' = round_up(K, 32).
 ///                   Skipped where it would be a plain copy (16-bit, identity layout, K' = K,
 ///                   contiguous x, and the GEMM reads exactly M rows): the GEMM reads x.
-///   2. GEMM         SlideSparse: cuSPARSELt 2:4 on the compressed W' [N_pad, K'], over the
+///   2. GEMM         CUTLASS backend (config.backend): one sm90a kernel, 2:4 on the compressed W'
+///                   or dense, exactly M rows, with step 3 fused into it (y written once, N_pad = N).
+///                   SlideSparse: cuSPARSELt 2:4 on the compressed W' [N_pad, K'], over the
 ///                   padded M_b rows (cuSPARSELt plans are per M_b); dense: cuBLASLt on
 ///                   W [N_pad, K'] over exactly M rows with the algorithm tuned for M_b.
 ///                   acc [M_b, N_pad]: I32 (INT8), F32 (FP8), or the 16-bit type.
@@ -45,6 +47,19 @@ namespace slidesparse::cuda {
 
 class CusparseltGemm;
 class CublasltGemm;
+class CutlassGemm;
+
+/// Which GEMM library a layer runs on.
+enum class GemmBackend {
+  /// cuSPARSELt (SlideSparse) / cuBLASLt (dense), with the separate epilogue where the library
+  /// cannot apply the per-token scale.
+  kLibrary,
+  /// CUTLASS sm90a kernels with the whole epilogue fused (cutlass_gemm.hpp): W8A8 layers with
+  /// BF16 activations and N % 8 == 0 on Hopper; an Error naming the reason elsewhere.
+  kCutlass,
+  /// kCutlass where it can run the layer, else kLibrary.
+  kAuto,
+};
 
 struct LinearConfig {
   /// I8 / F8_E4M3: W8A8 (per-token activation scale, per-channel weight scale);
@@ -59,6 +74,10 @@ struct LinearConfig {
   /// separate epilogue where cuBLASLt refuses. Numerically acc * scale_w * scale_x in the
   /// library's order, so not bit-identical to the contract's ((acc * sx) * sw).
   bool fuse_dense_scales = true;
+  GemmBackend backend = GemmBackend::kLibrary;
+  /// FP8 on CUTLASS: let the tuner pick kernels that accumulate in the tensor core without
+  /// periodic F32 promotion (as cuBLASLt's FAST_ACCUM); false keeps only promoting kernels.
+  bool fast_accumulation = true;
 };
 
 /// Host weights, read during construction only.
@@ -152,6 +171,11 @@ class Linear {
   std::string const& backend_version() const noexcept;
   /// Whether the dequantization runs inside the dense GEMM (see fuse_dense_scales).
   bool dense_scales_fused() const noexcept { return fused_dense_; }
+  /// Whether the layer runs on the CUTLASS backend (GEMM + fused epilogue in one kernel).
+  bool uses_cutlass() const noexcept { return static_cast<bool>(cutlass_); }
+  /// The GEMM configuration chosen for M's bucket (CUTLASS: kernel and options; libraries:
+  /// the library name), empty before prepare(M).
+  std::string gemm_description(std::int64_t m) const;
 
  private:
   struct Device;
@@ -171,6 +195,7 @@ class Linear {
   io::TuningCache* tuning_ = nullptr;
   std::unique_ptr<CusparseltGemm> sparse_;
   std::unique_ptr<CublasltGemm> dense_;
+  std::unique_ptr<CutlassGemm> cutlass_;
 };
 
 }  // namespace slidesparse::cuda

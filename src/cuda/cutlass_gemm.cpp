@@ -1,0 +1,287 @@
+#include "slidesparse/cuda/cutlass_gemm.hpp"
+
+#include <algorithm>
+#include <array>
+#include <limits>
+#include <utility>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cutlass/cutlass_kernel.hpp"
+#include "gemm_tuning.hpp"
+#include "slidesparse/cuda/check.hpp"
+#include "slidesparse/io/tuning_cache.hpp"
+
+namespace slidesparse::cuda {
+namespace {
+
+using detail::CutlassKernel;
+using detail::CutlassProblem;
+using detail::CutlassRunOptions;
+using Raster = CutlassRunOptions::Raster;
+
+char raster_letter(Raster r) { return r == Raster::kAlongM ? 'M' : r == Raster::kAlongN ? 'N' : 'H'; }
+
+std::string describe(CutlassKernel const& kernel, CutlassRunOptions const& o) {
+  return fmt::format("{} raster={} swizzle={}", kernel.spec().name, raster_letter(o.raster), o.swizzle);
+}
+
+// The run-time options the tuner tries with every configuration: both rasterization orders
+// (which operand's tiles neighbouring CTAs share in L2) and swizzle widths 1, 2, 4.
+constexpr std::array<CutlassRunOptions, 6> kTunedOptions = {{
+    {Raster::kAlongM, 1, 1}, {Raster::kAlongN, 1, 1},
+    {Raster::kAlongM, 2, 1}, {Raster::kAlongN, 2, 1},
+    {Raster::kAlongM, 4, 1}, {Raster::kAlongN, 4, 1},
+}};
+
+struct DeviceBytes {
+  void* ptr = nullptr;
+  std::size_t bytes = 0;
+  DeviceBytes() = default;
+  explicit DeviceBytes(std::size_t n) : bytes(n) {
+    if (n) SLIDESPARSE_CUDA_CHECK(cudaMalloc(&ptr, n));
+  }
+  DeviceBytes(DeviceBytes&& o) noexcept : ptr(std::exchange(o.ptr, nullptr)), bytes(std::exchange(o.bytes, 0)) {}
+  DeviceBytes& operator=(DeviceBytes&& o) noexcept {
+    std::swap(ptr, o.ptr);
+    std::swap(bytes, o.bytes);
+    return *this;
+  }
+  ~DeviceBytes() {
+    if (ptr) cudaFree(ptr);
+  }
+};
+
+// A fingerprint of the compiled configuration list (FNV-1a of the names), part of the tuning
+// key: a choice made among other configurations is searched again (a new one might win).
+std::string kernel_set_fingerprint() {
+  std::uint64_t h = 0xCBF29CE484222325ull;
+  for (auto const& kernel : detail::cutlass_kernels()) {
+    for (char const c : kernel->spec().name + ";") {
+      h = (h ^ static_cast<unsigned char>(c)) * 0x100000001B3ull;
+    }
+  }
+  return fmt::format("{:08x}", static_cast<std::uint32_t>(h ^ (h >> 32)));
+}
+
+}  // namespace
+
+struct CutlassGemm::Plan {
+  std::int64_t m = 0;
+  CutlassKernel const* kernel = nullptr;
+  CutlassRunOptions options;
+  DeviceBytes workspace;
+  bool tuned_from_cache = false;
+};
+
+std::string CutlassGemm::version() { return "cutlass-" + detail::cutlass_version(); }
+
+std::string CutlassGemm::unsupported(DType input, DType output, std::int64_t n, std::int64_t k) {
+  if (!detail::cutlass_available()) return "this build has no CUTLASS kernels (no CUTLASS headers at configure time)";
+  if (input != DType::kI8 && input != DType::kF8E4M3) {
+    return fmt::format("CUTLASS kernels take I8 or F8_E4M3 operands, not {}", dtype_name(input));
+  }
+  if (output != DType::kBF16) return fmt::format("CUTLASS kernels write BF16, not {}", dtype_name(output));
+  if (n <= 0 || n % 8 != 0) return fmt::format("N = {} is not a positive multiple of 8 (16-byte BF16 output rows)", n);
+  if (k <= 0 || k % 16 != 0) return fmt::format("K' = {} is not a positive multiple of 16", k);
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    cudaGetLastError();
+    return "no usable CUDA device";
+  }
+  if (major != 9 || minor != 0) return fmt::format("CUTLASS kernels are built for sm_90a (Hopper); this GPU is sm_{}{}", major, minor);
+  return {};
+}
+
+CutlassGemm::CutlassGemm(void const* weight, DType input_dtype, bool sparse, std::int64_t n, std::int64_t k_lifted,
+                         cudaStream_t stream, io::TuningCache* tuning, bool fast_accumulation)
+    : input_dtype_(input_dtype), sparse_(sparse), fast_accumulation_(fast_accumulation), n_(n), k_lifted_(k_lifted),
+      tuning_(tuning), library_version_(version() + "+" + kernel_set_fingerprint()) {
+  if (std::string const why = unsupported(input_dtype, DType::kBF16, n, k_lifted); !why.empty()) {
+    fail(ErrorKind::kUsage, "CUTLASS GEMM [{} x {}] {}: {}", n, k_lifted, dtype_name(input_dtype), why);
+  }
+  if (!sparse) {
+    weight_ = weight;
+    return;
+  }
+  detail::CutlassSparseSizes const sizes = detail::cutlass_sparse_sizes_launch(input_dtype, n, k_lifted);
+  SLIDESPARSE_CUDA_CHECK(cudaMalloc(&values_, sizes.values));
+  if (cudaMalloc(&metadata_, sizes.metadata) != cudaSuccess) {
+    cudaFree(values_);
+    fail(ErrorKind::kInternal, "CUTLASS GEMM: cannot allocate {} bytes of sparse metadata", sizes.metadata);
+  }
+  compressed_bytes_ = sizes.values + sizes.metadata;
+  weight_ = values_;
+  std::string const why = detail::cutlass_compress_launch(input_dtype, weight, n, k_lifted, values_, metadata_, stream);
+  cudaError_t const sync = cudaStreamSynchronize(stream);
+  if (!why.empty() || sync != cudaSuccess) {
+    cudaFree(values_);
+    cudaFree(metadata_);
+    fail(ErrorKind::kInternal, "CUTLASS 2:4 compression of W' [{} x {}] failed: {}", n, k_lifted,
+         why.empty() ? cudaGetErrorString(sync) : why);
+  }
+}
+
+CutlassGemm::~CutlassGemm() {
+  plans_.clear();
+  if (values_) cudaFree(values_);
+  if (metadata_) cudaFree(metadata_);
+}
+
+CutlassGemm::Plan const* CutlassGemm::find_plan(std::int64_t plan_m) const noexcept {
+  for (auto const& p : plans_) {
+    if (p->m == plan_m) return p.get();
+  }
+  return nullptr;
+}
+
+bool CutlassGemm::has_plan(std::int64_t plan_m) const noexcept { return find_plan(plan_m) != nullptr; }
+
+bool CutlassGemm::tuned_from_cache(std::int64_t plan_m) const noexcept {
+  Plan const* p = find_plan(plan_m);
+  return p && p->tuned_from_cache;
+}
+
+std::string CutlassGemm::plan_description(std::int64_t plan_m) const {
+  Plan const* p = find_plan(plan_m);
+  return p ? describe(*p->kernel, p->options) : std::string();
+}
+
+std::size_t CutlassGemm::compressed_bytes() const noexcept { return compressed_bytes_; }
+
+std::size_t CutlassGemm::device_bytes() const noexcept {
+  std::size_t total = compressed_bytes_;
+  for (auto const& p : plans_) total += p->workspace.bytes;
+  return total;
+}
+
+CutlassGemm::Plan& CutlassGemm::plan_for(std::int64_t plan_m, void const* x_lifted, void* y, float const* scale_x,
+                                         float const* scale_w, float const* bias, cudaStream_t stream) {
+  for (auto it = plans_.begin(); it != plans_.end(); ++it) {
+    if ((*it)->m == plan_m) {
+      plans_.splice(plans_.begin(), plans_, it);
+      return *plans_.front();
+    }
+  }
+  CutlassProblem problem{n_, plan_m, k_lifted_, weight_, metadata_, x_lifted, scale_x, scale_w, bias, y};
+  auto candidates_of = [&] {
+    std::vector<std::pair<CutlassKernel const*, CutlassRunOptions>> out;
+    for (auto const& kernel : detail::cutlass_kernels()) {
+      auto const& spec = kernel->spec();
+      if (spec.sparse != sparse_ || spec.dtype != input_dtype_ || (spec.fast_accum && !fast_accumulation_)) continue;
+      for (CutlassRunOptions const& o : kTunedOptions) {
+        if (kernel->check(problem, o).empty()) out.emplace_back(kernel.get(), o);
+      }
+    }
+    return out;
+  };
+  auto plan = std::make_unique<Plan>();
+  plan->m = plan_m;
+  std::string const key = tuning_ ? detail::gemm_tuning_key(sparse_ ? "cutlass-sparse" : "cutlass-dense", library_version_,
+                                                            input_dtype_, DType::kBF16, n_, k_lifted_, plan_m) +
+                                        (fast_accumulation_ ? "" : ";accum=exact")
+                                  : "";
+  if (tuning_) {
+    if (auto const entry = tuning_->find(key); entry && entry->contains("kernel") && entry->contains("raster") &&
+                                               entry->contains("swizzle")) {
+      std::string const name = (*entry)["kernel"].get<std::string>();
+      std::string const raster = (*entry)["raster"].get<std::string>();
+      CutlassRunOptions o{raster == "M" ? Raster::kAlongM : raster == "N" ? Raster::kAlongN : Raster::kHeuristic,
+                          (*entry)["swizzle"].get<int>(), 1};
+      for (auto const& kernel : detail::cutlass_kernels()) {
+        // A configuration no longer compiled (kernels.txt changed) is simply tuned again.
+        if (kernel->spec().name == name && kernel->check(problem, o).empty()) {
+          plan->kernel = kernel.get();
+          plan->options = o;
+          plan->tuned_from_cache = true;
+        }
+      }
+    }
+  }
+  if (!plan->kernel) {
+    auto const candidates = candidates_of();
+    if (candidates.empty()) {
+      fail(ErrorKind::kUsage, "CUTLASS GEMM: no compiled {} {} configuration can run N = {}, M = {}, K' = {}",
+           sparse_ ? "sparse" : "dense", dtype_name(input_dtype_), n_, plan_m, k_lifted_);
+    }
+    std::size_t workspace_max = 0;
+    for (auto const& [kernel, o] : candidates) workspace_max = std::max(workspace_max, kernel->workspace_bytes(problem, o));
+    DeviceBytes workspace(workspace_max);
+    cudaEvent_t start = nullptr, stop = nullptr;
+    SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&start));
+    SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&stop));
+    float best_ms = std::numeric_limits<float>::infinity();
+    // One warm-up call, then the median of three timed calls per candidate.
+    for (auto const& [kernel, o] : candidates) {
+      if (kernel->run(problem, o, workspace.ptr, stream) != cudaSuccess) {
+        cudaGetLastError();
+        continue;
+      }
+      std::array<float, 3> ms{};
+      bool ok = true;
+      for (float& t : ms) {
+        SLIDESPARSE_CUDA_CHECK(cudaEventRecord(start, stream));
+        ok = ok && kernel->run(problem, o, workspace.ptr, stream) == cudaSuccess;
+        SLIDESPARSE_CUDA_CHECK(cudaEventRecord(stop, stream));
+        SLIDESPARSE_CUDA_CHECK(cudaEventSynchronize(stop));
+        SLIDESPARSE_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+      }
+      if (!ok) continue;
+      std::sort(ms.begin(), ms.end());
+      if (ms[1] < best_ms) {
+        best_ms = ms[1];
+        plan->kernel = kernel;
+        plan->options = o;
+      }
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    SLIDESPARSE_CUDA_CHECK(cudaGetLastError());
+    if (!plan->kernel) {
+      fail(ErrorKind::kInternal, "CUTLASS GEMM: every configuration failed to launch for N = {}, M = {}, K' = {}", n_,
+           plan_m, k_lifted_);
+    }
+    if (tuning_) {
+      tuning_->put(key, {{"kernel", plan->kernel->spec().name},
+                         {"raster", std::string(1, raster_letter(plan->options.raster))},
+                         {"swizzle", plan->options.swizzle},
+                         {"ms", best_ms},
+                         {"candidates", candidates.size()},
+                         {"tuned", detail::tuning_date()}});
+    }
+  }
+  // The workspace serves every M the caller maps to this plan (its bucket: at least
+  // plan_m - plan_m / 8 - 32 rows); stream-K's size depends on the tile count and decomposition.
+  std::size_t workspace_bytes = 0;
+  for (std::int64_t m = std::max<std::int64_t>(1, plan_m - plan_m / 8 - 32); m <= plan_m; ++m) {
+    problem.m = m;
+    workspace_bytes = std::max(workspace_bytes, plan->kernel->workspace_bytes(problem, plan->options));
+  }
+  plan->workspace = DeviceBytes(workspace_bytes);
+  if (plans_.size() >= kMaxPlans) plans_.pop_back();
+  plans_.push_front(std::move(plan));
+  return *plans_.front();
+}
+
+void CutlassGemm::run(void const* x_lifted, void* y, std::int64_t m, float const* scale_x, float const* scale_w,
+                      float const* bias, cudaStream_t stream, std::int64_t plan_m) {
+  if (m <= 0 || plan_m < m) fail(ErrorKind::kUsage, "CUTLASS GEMM: M = {} with plan M = {}", m, plan_m);
+  if (!x_lifted || !y || !scale_x || !scale_w) fail(ErrorKind::kUsage, "CUTLASS GEMM: null input, output or scale");
+  Plan& plan = plan_for(plan_m, x_lifted, y, scale_x, scale_w, bias, stream);
+  CutlassProblem const problem{n_, m, k_lifted_, weight_, metadata_, x_lifted, scale_x, scale_w, bias, y};
+  // The workspace was sized for the plan's bucket (a host-side check, no device work).
+  if (plan.kernel->workspace_bytes(problem, plan.options) > plan.workspace.bytes) {
+    fail(ErrorKind::kInternal, "CUTLASS GEMM: M = {} needs more workspace than plan M = {}", m, plan_m);
+  }
+  cudaError_t const status = plan.kernel->run(problem, plan.options, plan.workspace.ptr, stream);
+  if (status != cudaSuccess) {
+    fail(ErrorKind::kInternal, "CUTLASS GEMM {} failed for N = {}, M = {}, K' = {}: {}", describe(*plan.kernel, plan.options),
+         n_, m, k_lifted_, cudaGetErrorString(status));
+  }
+}
+
+}  // namespace slidesparse::cuda

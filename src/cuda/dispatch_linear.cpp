@@ -1,0 +1,207 @@
+#include "slidesparse/cuda/dispatch_linear.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <limits>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "gemm_tuning.hpp"
+#include "slidesparse/core/numeric.hpp"
+#include "slidesparse/core/random.hpp"
+#include "slidesparse/cuda/check.hpp"
+#include "slidesparse/cuda/cutlass_gemm.hpp"
+#include "slidesparse/cuda/l2_flush.hpp"
+#include "slidesparse/io/tuning_cache.hpp"
+
+namespace slidesparse::cuda {
+namespace {
+
+struct TempDevice {
+  void* ptr = nullptr;
+  explicit TempDevice(std::size_t bytes) { SLIDESPARSE_CUDA_CHECK(cudaMalloc(&ptr, std::max<std::size_t>(bytes, 16))); }
+  ~TempDevice() { cudaFree(ptr); }
+  TempDevice(TempDevice const&) = delete;
+  TempDevice& operator=(TempDevice const&) = delete;
+};
+
+// Activations for the timing runs: N(0, 1)-like BF16/F16 values (a 1 MiB random block repeated;
+// the GEMMs' speed does not depend on the repetition, but it does on zeros, which draw less power).
+void fill_activations(DType dtype, void* dst, std::size_t elements, cudaStream_t stream) {
+  std::size_t const chunk = std::min<std::size_t>(elements, std::size_t{1} << 19);
+  std::vector<std::uint16_t> host(chunk);
+  for (std::size_t i = 0; i < chunk; ++i) {
+    // Sum of four uniforms in [-1, 1): roughly normal, never a NaN or an infinity.
+    std::uint64_t const r = splitmix64(0x5EEDull ^ (i * 0x9E3779B97F4A7C15ull));
+    float v = 0;
+    for (int j = 0; j < 4; ++j) v += static_cast<float>((r >> (16 * j)) & 0xFFFF) / 32768.0f - 1.0f;
+    host[i] = dtype == DType::kBF16 ? float_to_bf16(v).bits : float_to_fp16(v).bits;
+  }
+  for (std::size_t off = 0; off < elements; off += chunk) {
+    SLIDESPARSE_CUDA_CHECK(cudaMemcpyAsync(static_cast<std::uint16_t*>(dst) + off, host.data(),
+                                           std::min(chunk, elements - off) * 2, cudaMemcpyHostToDevice, stream));
+  }
+  SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream));  // `host` goes out of scope
+}
+
+}  // namespace
+
+DispatchLinear::DispatchLinear(DispatchConfig const& config, LinearWeights const& weights, cudaStream_t stream,
+                               io::TuningCache* tuning, std::string name, std::shared_ptr<LinearScratch> scratch)
+    : config_(config), name_(std::move(name)), n_(weights.weight.rows), k_(weights.weight.cols), tuning_(tuning) {
+  if (!config.layer.pattern) fail(ErrorKind::kUsage, "{}: a dispatching layer needs a sparsity pattern", name_);
+  if (!scratch) scratch = std::make_shared<LinearScratch>();
+  auto add = [&](std::string candidate, std::optional<SparsityPattern> pattern, GemmBackend backend) {
+    LinearConfig c = config.layer;
+    c.pattern = pattern;
+    c.backend = backend;
+    candidates_.push_back({std::move(candidate), std::make_unique<Linear>(c, weights, stream, tuning, name_, scratch)});
+  };
+  if (config.cutlass) {
+    try {
+      add("cutlass", config.layer.pattern, GemmBackend::kCutlass);
+    } catch (Error const&) {
+      // CUTLASS cannot run this layer (dtype, N, GPU): the other candidates remain.
+    }
+  }
+  if (config.cusparselt) add("cusparselt", config.layer.pattern, GemmBackend::kLibrary);
+  if (candidates_.empty()) {
+    fail(ErrorKind::kUsage, "{}: no sparse candidate can run this layer (CUTLASS: {}; cuSPARSELt disabled)", name_,
+         CutlassGemm::unsupported(config.layer.compute_dtype, config.layer.activation_dtype, n_, k_));
+  }
+  if (config.dense_fallback && config.dense_both_backends) {
+    try {
+      add("dense-cutlass", std::nullopt, GemmBackend::kCutlass);
+    } catch (Error const&) {
+      // CUTLASS cannot run this layer: cuBLASLt alone.
+    }
+    add("dense-cublaslt", std::nullopt, GemmBackend::kLibrary);
+  } else if (config.dense_fallback) {
+    add("dense", std::nullopt, GemmBackend::kAuto);
+  }
+}
+
+DispatchLinear::~DispatchLinear() = default;
+
+DispatchLinear::Candidate const* DispatchLinear::find(std::string const& name) const noexcept {
+  for (auto const& c : candidates_) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+std::vector<std::string> DispatchLinear::candidates() const {
+  std::vector<std::string> out;
+  for (auto const& c : candidates_) out.push_back(c.name);
+  return out;
+}
+
+bool DispatchLinear::is_prepared(std::int64_t m) const noexcept {
+  if (m <= 0) return false;
+  auto const it = choices_.find(Linear::m_bucket(m));
+  return it != choices_.end() && it->second.layer->is_prepared(m);
+}
+
+std::string DispatchLinear::choice(std::int64_t m) const {
+  if (m <= 0) return {};
+  auto const it = choices_.find(Linear::m_bucket(m));
+  return it == choices_.end() ? std::string() : it->second.name;
+}
+
+bool DispatchLinear::chosen_from_cache(std::int64_t m) const noexcept {
+  if (m <= 0) return false;
+  auto const it = choices_.find(Linear::m_bucket(m));
+  return it != choices_.end() && it->second.from_cache;
+}
+
+LinearMemory DispatchLinear::memory() const noexcept {
+  LinearMemory total;
+  for (auto const& c : candidates_) {
+    LinearMemory const m = c.layer->memory();
+    total.weight += m.weight;
+    total.vectors += m.vectors;
+    total.gemm += m.gemm;
+    total.scratch = std::max(total.scratch, m.scratch);  // one shared scratch
+  }
+  return total;
+}
+
+LinearMemory DispatchLinear::memory_of(std::string const& candidate) const {
+  Candidate const* c = find(candidate);
+  if (!c) fail(ErrorKind::kUsage, "{}: no candidate '{}'", name_, candidate);
+  return c->layer->memory();
+}
+
+void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
+  std::int64_t const bucket = Linear::m_bucket(m);
+  if (auto const it = choices_.find(bucket); it != choices_.end()) {
+    it->second.layer->prepare(m, stream);
+    return;
+  }
+  Linear const& first = *candidates_.front().layer;
+  std::string names;
+  for (auto const& c : candidates_) names += (names.empty() ? "" : "+") + c.name;
+  std::string const key =
+      tuning_ ? detail::gemm_tuning_key("dispatch:" + names + ":" + config_.layer.pattern->to_string(),
+                                        first.backend_version(), config_.layer.compute_dtype,
+                                        config_.layer.activation_dtype, n_, k_, bucket)
+              : "";
+  if (tuning_) {
+    if (auto const entry = tuning_->find(key); entry && entry->contains("choice")) {
+      if (Candidate const* c = find((*entry)["choice"].get<std::string>())) {
+        c->layer->prepare(m, stream);
+        choices_[bucket] = {c->layer.get(), c->name, true};
+        return;
+      }
+    }
+  }
+  // Time every candidate's whole forward over the bucket's rows.
+  std::size_t const act = dtype_size(config_.layer.activation_dtype);
+  TempDevice x(static_cast<std::size_t>(bucket * k_) * act), y(static_cast<std::size_t>(bucket * n_) * act);
+  fill_activations(config_.layer.activation_dtype, x.ptr, static_cast<std::size_t>(bucket * k_), stream);
+  L2Flusher flusher;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&start));
+  SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&stop));
+  nlohmann::json times = nlohmann::json::object();
+  Candidate const* best = nullptr;
+  float best_ms = std::numeric_limits<float>::infinity();
+  for (auto const& c : candidates_) {
+    c.layer->prepare(bucket, stream);
+    c.layer->forward(x.ptr, y.ptr, bucket, stream);  // warm-up
+    std::array<float, 5> ms{};
+    for (float& t : ms) {
+      flusher.flush(stream);
+      SLIDESPARSE_CUDA_CHECK(cudaEventRecord(start, stream));
+      c.layer->forward(x.ptr, y.ptr, bucket, stream);
+      SLIDESPARSE_CUDA_CHECK(cudaEventRecord(stop, stream));
+      SLIDESPARSE_CUDA_CHECK(cudaEventSynchronize(stop));
+      SLIDESPARSE_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
+    }
+    std::sort(ms.begin(), ms.end());
+    times[c.name] = ms[2];
+    if (ms[2] < best_ms) {  // strict: ties keep the earlier (preferred) candidate
+      best_ms = ms[2];
+      best = &c;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  if (m != bucket) best->layer->prepare(m, stream);
+  choices_[bucket] = {best->layer.get(), best->name, false};
+  if (tuning_) tuning_->put(key, {{"choice", best->name}, {"ms", times}, {"tuned", detail::tuning_date()}});
+}
+
+void DispatchLinear::forward(void const* x, void* y, std::int64_t m, cudaStream_t stream, std::int64_t ldx) {
+  if (m <= 0) fail(ErrorKind::kUsage, "{}: forward with M = {} (must be at least 1)", name_, m);
+  auto it = choices_.find(Linear::m_bucket(m));
+  if (it == choices_.end()) {
+    prepare(m, stream);
+    it = choices_.find(Linear::m_bucket(m));
+  }
+  it->second.layer->forward(x, y, m, stream, ldx);
+}
+
+}  // namespace slidesparse::cuda
