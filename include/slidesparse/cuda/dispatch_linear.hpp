@@ -6,8 +6,8 @@
 /// Each candidate is a complete cuda::Linear holding its own copy of the weight, so the choice
 /// costs memory: memory() reports every copy, and the config says which candidates to keep.
 /// prepare(M) times every candidate's whole forward (quant+lift, GEMM, epilogue; L2 evicted
-/// before each call, as in a model; median of 5) on random activations and keeps the fastest for
-/// M's bucket; the choice is recorded in the tuning cache with the times of all candidates, so
+/// before each call, as in a model; candidates round-robin, median of 9) on random activations
+/// and keeps the fastest for M's bucket; the choice is recorded in the tuning cache with the times of all candidates, so
 /// later processes only prepare the winner. forward() then calls the winner alone: no
 /// allocation, no synchronization (CUDA-graph capturable once prepared).
 #pragma once
