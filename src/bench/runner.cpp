@@ -19,6 +19,7 @@
 #include "slidesparse/cuda/check.hpp"
 #include "slidesparse/cuda/device_info.hpp"
 #include "slidesparse/cuda/cutlass_gemm.hpp"
+#include "slidesparse/cuda/device_buffer.hpp"
 #include "slidesparse/cuda/dispatch_linear.hpp"
 #include "slidesparse/cuda/l2_flush.hpp"
 #include "slidesparse/cuda/linear.hpp"
@@ -52,14 +53,6 @@ void fill_random(DType dtype, std::byte* data, std::int64_t count, std::uint64_t
     }
   });
 }
-
-struct DeviceMemory {
-  void* p = nullptr;
-  explicit DeviceMemory(std::size_t bytes) { SLIDESPARSE_CUDA_CHECK(cudaMalloc(&p, std::max<std::size_t>(bytes, 16))); }
-  ~DeviceMemory() { cudaFree(p); }
-  DeviceMemory(DeviceMemory const&) = delete;
-  DeviceMemory& operator=(DeviceMemory const&) = delete;
-};
 
 // Fills a device buffer with a random 1 MiB pattern repeated (host generation of GBs would
 // dominate the run; the GEMM's speed does not depend on the repetition).
@@ -156,10 +149,10 @@ class Timer {
 
 double measure_copy_gbps(cudaStream_t stream) {
   std::size_t const bytes = std::size_t{1} << 30;
-  DeviceMemory a(bytes), b(bytes);
-  SLIDESPARSE_CUDA_CHECK(cudaMemsetAsync(a.p, 1, bytes, stream));
+  cuda::DeviceBuffer a(bytes), b(bytes);
+  SLIDESPARSE_CUDA_CHECK(cudaMemsetAsync(a.get(), 1, bytes, stream));
   Timer timer(2, 7, stream);
-  Timing const t = timer.time([&] { SLIDESPARSE_CUDA_CHECK(cudaMemcpyAsync(b.p, a.p, bytes, cudaMemcpyDeviceToDevice, stream)); });
+  Timing const t = timer.time([&] { SLIDESPARSE_CUDA_CHECK(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice, stream)); });
   return 2.0 * static_cast<double>(bytes) / (t.median_us * 1e3);
 }
 
@@ -237,8 +230,8 @@ Report run_benchmark(BenchOptions const& options) {
         DType const act = dtype == DType::kF16 ? DType::kF16 : DType::kBF16;
         std::string const dname = bench_dtype_name(dtype);
         // Inputs and outputs for the largest M; the layers read the first M rows.
-        DeviceMemory x(static_cast<std::size_t>(m_max * shape.k) * 2), y(static_cast<std::size_t>(m_max * shape.n) * 2);
-        fill_device(act, x.p, static_cast<std::size_t>(m_max * shape.k) * 2, ++seed);
+        cuda::DeviceBuffer x(static_cast<std::size_t>(m_max * shape.k) * 2), y(static_cast<std::size_t>(m_max * shape.n) * 2);
+        fill_device(act, x.get(), static_cast<std::size_t>(m_max * shape.k) * 2, ++seed);
         std::vector<std::byte> base(static_cast<std::size_t>(shape.n * shape.k) * dtype_size(dtype));
         fill_random(dtype, base.data(), shape.n * shape.k, ++seed);
         std::vector<float> const scales(w8a8 ? static_cast<std::size_t>(shape.n) : 0, 1.0f / 512);
@@ -311,13 +304,13 @@ Report run_benchmark(BenchOptions const& options) {
                 if (!run.layer_mode) continue;
                 cuda::Linear* layer = run.layer;
                 layer->prepare(m, stream);
-                calls.emplace_back([&x, &y, layer, m, stream] { layer->forward(x.p, y.p, m, stream); });
+                calls.emplace_back([&x, &y, layer, m, stream] { layer->forward(x.get(), y.get(), m, stream); });
                 rows.push_back({model.name, shape.name, shape.n, shape.k, layer->k_lifted(), m, dname, "layer",
                                 run.variant, pname, {}, 0});
               }
               if (dispatch) {
                 dispatch->prepare(m, stream);
-                calls.emplace_back([&x, &y, &dispatch, m, stream] { dispatch->forward(x.p, y.p, m, stream); });
+                calls.emplace_back([&x, &y, &dispatch, m, stream] { dispatch->forward(x.get(), y.get(), m, stream); });
                 rows.push_back({model.name, shape.name, shape.n, shape.k, sparse.k_lifted(), m, dname, "layer",
                                 pname + "-dispatch", pname, {}, 0});
                 say(fmt::format("{} {} {} {} M={}: dispatch chose {}", model.name, shape.name, dname, pname, m,
@@ -334,13 +327,13 @@ Report run_benchmark(BenchOptions const& options) {
             for (Run const& run : runs) {
               cuda::Linear* layer = run.layer;
               layer->prepare(m, stream);
-              layer->forward(x.p, y.p, m, stream);  // the scratch now holds this layer's x'
+              layer->forward(x.get(), y.get(), m, stream);  // the scratch now holds this layer's x'
               Measurement base_row{model.name, shape.name, shape.n, shape.k, layer->k_lifted(), m, dname, "", run.variant, pname, {}, 0};
               if (options.gemm && run.gemm_mode) {
                 Measurement row = base_row;
                 row.mode = "gemm";
                 row.variant = run.gemm_variant;
-                row.time = timer.time([&] { layer->forward_stage(cuda::LinearStage::kGemm, x.p, y.p, m, stream); });
+                row.time = timer.time([&] { layer->forward_stage(cuda::LinearStage::kGemm, x.get(), y.get(), m, stream); });
                 report.measurements.push_back(row);
               }
               // The dense layout's quant+lift is the same for every pattern: time it once. A
@@ -349,7 +342,7 @@ Report run_benchmark(BenchOptions const& options) {
               if (options.quant_lift && run.quant_mode && lifts && (layer == &sparse || &pattern == &options.patterns.front())) {
                 Measurement row = base_row;
                 row.mode = "quant_lift";
-                row.time = timer.time([&] { layer->forward_stage(cuda::LinearStage::kQuantLift, x.p, y.p, m, stream); });
+                row.time = timer.time([&] { layer->forward_stage(cuda::LinearStage::kQuantLift, x.get(), y.get(), m, stream); });
                 std::size_t const out_elem = dtype_size(dtype);
                 row.bytes = static_cast<double>(m * shape.k * 2) + static_cast<double>(m * layer->k_lifted()) * static_cast<double>(out_elem) +
                             (w8a8 ? 4.0 * static_cast<double>(m) : 0.0);

@@ -12,6 +12,7 @@
 #include "cutlass/cutlass_kernel.hpp"
 #include "gemm_tuning.hpp"
 #include "slidesparse/cuda/check.hpp"
+#include "slidesparse/cuda/device_buffer.hpp"
 #include "slidesparse/io/tuning_cache.hpp"
 
 namespace slidesparse::cuda {
@@ -36,24 +37,6 @@ constexpr std::array<CutlassRunOptions, 6> kTunedOptions = {{
     {Raster::kAlongM, 4, 1}, {Raster::kAlongN, 4, 1},
 }};
 
-struct DeviceBytes {
-  void* ptr = nullptr;
-  std::size_t bytes = 0;
-  DeviceBytes() = default;
-  explicit DeviceBytes(std::size_t n) : bytes(n) {
-    if (n) SLIDESPARSE_CUDA_CHECK(cudaMalloc(&ptr, n));
-  }
-  DeviceBytes(DeviceBytes&& o) noexcept : ptr(std::exchange(o.ptr, nullptr)), bytes(std::exchange(o.bytes, 0)) {}
-  DeviceBytes& operator=(DeviceBytes&& o) noexcept {
-    std::swap(ptr, o.ptr);
-    std::swap(bytes, o.bytes);
-    return *this;
-  }
-  ~DeviceBytes() {
-    if (ptr) cudaFree(ptr);
-  }
-};
-
 // A fingerprint of the compiled configuration list (FNV-1a of the names), part of the tuning
 // key: a choice made among other configurations is searched again (a new one might win).
 std::string kernel_set_fingerprint() {
@@ -72,7 +55,7 @@ struct CutlassGemm::Plan {
   std::int64_t m = 0;
   CutlassKernel const* kernel = nullptr;
   CutlassRunOptions options;
-  DeviceBytes workspace;
+  DeviceBuffer workspace;
   bool tuned_from_cache = false;
 };
 
@@ -155,7 +138,7 @@ std::size_t CutlassGemm::compressed_bytes() const noexcept { return compressed_b
 
 std::size_t CutlassGemm::device_bytes() const noexcept {
   std::size_t total = compressed_bytes_;
-  for (auto const& p : plans_) total += p->workspace.bytes;
+  for (auto const& p : plans_) total += p->workspace.size();
   return total;
 }
 
@@ -210,14 +193,14 @@ CutlassGemm::Plan& CutlassGemm::plan_for(std::int64_t plan_m, void const* x_lift
     }
     std::size_t workspace_max = 0;
     for (auto const& [kernel, o] : candidates) workspace_max = std::max(workspace_max, kernel->workspace_bytes(problem, o));
-    DeviceBytes workspace(workspace_max);
+    DeviceBuffer workspace(workspace_max);
     cudaEvent_t start = nullptr, stop = nullptr;
     SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&start));
     SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&stop));
     float best_ms = std::numeric_limits<float>::infinity();
     // One warm-up call, then the median of three timed calls per candidate.
     for (auto const& [kernel, o] : candidates) {
-      if (kernel->run(problem, o, workspace.ptr, stream) != cudaSuccess) {
+      if (kernel->run(problem, o, workspace.get(), stream) != cudaSuccess) {
         cudaGetLastError();
         continue;
       }
@@ -225,7 +208,7 @@ CutlassGemm::Plan& CutlassGemm::plan_for(std::int64_t plan_m, void const* x_lift
       bool ok = true;
       for (float& t : ms) {
         SLIDESPARSE_CUDA_CHECK(cudaEventRecord(start, stream));
-        ok = ok && kernel->run(problem, o, workspace.ptr, stream) == cudaSuccess;
+        ok = ok && kernel->run(problem, o, workspace.get(), stream) == cudaSuccess;
         SLIDESPARSE_CUDA_CHECK(cudaEventRecord(stop, stream));
         SLIDESPARSE_CUDA_CHECK(cudaEventSynchronize(stop));
         SLIDESPARSE_CUDA_CHECK(cudaEventElapsedTime(&t, start, stop));
@@ -261,7 +244,7 @@ CutlassGemm::Plan& CutlassGemm::plan_for(std::int64_t plan_m, void const* x_lift
     problem.m = m;
     workspace_bytes = std::max(workspace_bytes, plan->kernel->workspace_bytes(problem, plan->options));
   }
-  plan->workspace = DeviceBytes(workspace_bytes);
+  plan->workspace.allocate(workspace_bytes);
   if (plans_.size() >= kMaxPlans) plans_.pop_back();
   plans_.push_front(std::move(plan));
   return *plans_.front();
@@ -274,10 +257,10 @@ void CutlassGemm::run(void const* x_lifted, void* y, std::int64_t m, float const
   Plan& plan = plan_for(plan_m, x_lifted, y, scale_x, scale_w, bias, stream);
   CutlassProblem const problem{n_, m, k_lifted_, weight_, metadata_, x_lifted, scale_x, scale_w, bias, y};
   // The workspace was sized for the plan's bucket (a host-side check, no device work).
-  if (plan.kernel->workspace_bytes(problem, plan.options) > plan.workspace.bytes) {
+  if (plan.kernel->workspace_bytes(problem, plan.options) > plan.workspace.size()) {
     fail(ErrorKind::kInternal, "CUTLASS GEMM: M = {} needs more workspace than plan M = {}", m, plan_m);
   }
-  cudaError_t const status = plan.kernel->run(problem, plan.options, plan.workspace.ptr, stream);
+  cudaError_t const status = plan.kernel->run(problem, plan.options, plan.workspace.get(), stream);
   if (status != cudaSuccess) {
     fail(ErrorKind::kInternal, "CUTLASS GEMM {} failed for N = {}, M = {}, K' = {}: {}", describe(*plan.kernel, plan.options),
          n_, m, k_lifted_, cudaGetErrorString(status));

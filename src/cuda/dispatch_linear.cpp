@@ -14,19 +14,12 @@
 #include "slidesparse/core/random.hpp"
 #include "slidesparse/cuda/check.hpp"
 #include "slidesparse/cuda/cutlass_gemm.hpp"
+#include "slidesparse/cuda/device_buffer.hpp"
 #include "slidesparse/cuda/l2_flush.hpp"
 #include "slidesparse/io/tuning_cache.hpp"
 
 namespace slidesparse::cuda {
 namespace {
-
-struct TempDevice {
-  void* ptr = nullptr;
-  explicit TempDevice(std::size_t bytes) { SLIDESPARSE_CUDA_CHECK(cudaMalloc(&ptr, std::max<std::size_t>(bytes, 16))); }
-  ~TempDevice() { cudaFree(ptr); }
-  TempDevice(TempDevice const&) = delete;
-  TempDevice& operator=(TempDevice const&) = delete;
-};
 
 // Activations for the timing runs: N(0, 1)-like BF16/F16 values (a 1 MiB random block repeated;
 // the GEMMs' speed does not depend on the repetition, but it does on zeros, which draw less power).
@@ -160,8 +153,8 @@ void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
   }
   // Time every candidate's whole forward over the bucket's rows.
   std::size_t const act = dtype_size(config_.layer.activation_dtype);
-  TempDevice x(static_cast<std::size_t>(bucket * k_) * act), y(static_cast<std::size_t>(bucket * n_) * act);
-  fill_activations(config_.layer.activation_dtype, x.ptr, static_cast<std::size_t>(bucket * k_), stream);
+  DeviceBuffer x(static_cast<std::size_t>(bucket * k_) * act), y(static_cast<std::size_t>(bucket * n_) * act);
+  fill_activations(config_.layer.activation_dtype, x.get(), static_cast<std::size_t>(bucket * k_), stream);
   L2Flusher flusher;
   cudaEvent_t start = nullptr, stop = nullptr;
   SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&start));
@@ -171,14 +164,14 @@ void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
   constexpr int kRounds = 9;
   for (auto const& c : candidates_) {
     c.layer->prepare(bucket, stream);
-    c.layer->forward(x.ptr, y.ptr, bucket, stream);  // warm-up
+    c.layer->forward(x.get(), y.get(), bucket, stream);  // warm-up
   }
   std::vector<std::vector<float>> ms(candidates_.size());
   for (int round = 0; round < kRounds; ++round) {
     for (std::size_t i = 0; i < candidates_.size(); ++i) {
       flusher.flush(stream);
       SLIDESPARSE_CUDA_CHECK(cudaEventRecord(start, stream));
-      candidates_[i].layer->forward(x.ptr, y.ptr, bucket, stream);
+      candidates_[i].layer->forward(x.get(), y.get(), bucket, stream);
       SLIDESPARSE_CUDA_CHECK(cudaEventRecord(stop, stream));
       SLIDESPARSE_CUDA_CHECK(cudaEventSynchronize(stop));
       float t = 0;

@@ -11,6 +11,7 @@
 #include "slidesparse/cuda/cublaslt_gemm.hpp"
 #include "slidesparse/cuda/cusparselt_gemm.hpp"
 #include "slidesparse/cuda/cutlass_gemm.hpp"
+#include "slidesparse/cuda/device_buffer.hpp"
 #include "slidesparse/cuda/epilogue.hpp"
 #include "slidesparse/cuda/quant_lift.hpp"
 
@@ -19,33 +20,10 @@ namespace {
 
 std::int64_t round_up(std::int64_t v, std::int64_t to) { return (v + to - 1) / to * to; }
 
-// A device allocation owned by the layer.
-struct DeviceAlloc {
-  void* ptr = nullptr;
-  std::size_t bytes = 0;
-  DeviceAlloc() = default;
-  DeviceAlloc(DeviceAlloc const&) = delete;
-  DeviceAlloc& operator=(DeviceAlloc const&) = delete;
-  ~DeviceAlloc() { reset(); }
-  void reset() noexcept {
-    if (ptr) cudaFree(ptr);
-    ptr = nullptr;
-    bytes = 0;
-  }
-  void allocate(std::size_t n) {
-    reset();
-    if (n == 0) return;
-    SLIDESPARSE_CUDA_CHECK(cudaMalloc(&ptr, n));
-    bytes = n;
-  }
-  template <typename T>
-  T* as() const noexcept { return static_cast<T*>(ptr); }
-};
-
-void upload(DeviceAlloc& dst, void const* src, std::size_t bytes, cudaStream_t stream) {
+void upload(DeviceBuffer& dst, void const* src, std::size_t bytes, cudaStream_t stream) {
   dst.allocate(bytes);
   if (bytes) {
-    SLIDESPARSE_CUDA_CHECK(cudaMemcpyAsync(dst.ptr, src, bytes, cudaMemcpyHostToDevice, stream));
+    SLIDESPARSE_CUDA_CHECK(cudaMemcpyAsync(dst.get(), src, bytes, cudaMemcpyHostToDevice, stream));
   }
 }
 
@@ -64,9 +42,9 @@ bool use_cutlass(LinearConfig const& config, std::int64_t n, std::int64_t k_lift
 }  // namespace
 
 struct Linear::Device {
-  DeviceAlloc weight;        ///< dense W [N_pad, K'] (the sparse path frees its copy after compression)
-  DeviceAlloc weight_scale;  ///< [N] F32 (W8A8)
-  DeviceAlloc bias;          ///< [N] F32
+  DeviceBuffer weight;        ///< dense W [N_pad, K'] (the sparse path frees its copy after compression)
+  DeviceBuffer weight_scale;  ///< [N] F32 (W8A8)
+  DeviceBuffer bias;          ///< [N] F32
 };
 
 LinearScratch::~LinearScratch() {
@@ -166,7 +144,7 @@ Linear::Linear(LinearConfig const& config, LinearWeights const& weights, cudaStr
   if (w8a8) upload(d.weight_scale, weights.weight_scale.data(), weights.weight_scale.size_bytes(), stream);
   if (!weights.bias.empty()) upload(d.bias, weights.bias.data(), weights.bias.size_bytes(), stream);
   if (use_cutlass(config, n_, kl, name_)) {
-    cutlass_ = std::make_unique<CutlassGemm>(d.weight.ptr, c, config.pattern.has_value(), n_, kl, stream, tuning,
+    cutlass_ = std::make_unique<CutlassGemm>(d.weight.get(), c, config.pattern.has_value(), n_, kl, stream, tuning,
                                              config.fast_accumulation);
     if (config.pattern) {
       d.weight.reset();  // compressed inside the backend (which synchronized the stream)
@@ -174,11 +152,11 @@ Linear::Linear(LinearConfig const& config, LinearWeights const& weights, cudaStr
       SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream));  // `host` goes out of scope
     }
   } else if (config.pattern) {
-    sparse_ = std::make_unique<CusparseltGemm>(d.weight.ptr, c, acc_dtype_, n_padded_, kl, stream, tuning);
+    sparse_ = std::make_unique<CusparseltGemm>(d.weight.get(), c, acc_dtype_, n_padded_, kl, stream, tuning);
     d.weight.reset();  // compressed inside the backend (which synchronized the stream)
   } else {
     fused_dense_ = c == DType::kF8E4M3 && config.fuse_dense_scales && weights.bias.empty() && n_padded_ == n_;
-    dense_ = std::make_unique<CublasltGemm>(d.weight.ptr, c, fused_dense_ ? config.activation_dtype : acc_dtype_,
+    dense_ = std::make_unique<CublasltGemm>(d.weight.get(), c, fused_dense_ ? config.activation_dtype : acc_dtype_,
                                             n_padded_, kl, tuning, fused_dense_);
     tuning_ = tuning;
     SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream));  // `host` goes out of scope
@@ -201,7 +179,7 @@ LinearMemory Linear::memory() const noexcept {
   Device const& d = *device_;
   LinearMemory mem;
   if (cutlass_) {
-    mem.weight = cutlass_->sparse() ? cutlass_->compressed_bytes() : d.weight.bytes;
+    mem.weight = cutlass_->sparse() ? cutlass_->compressed_bytes() : d.weight.size();
     mem.gemm = cutlass_->device_bytes() - cutlass_->compressed_bytes();
   } else if (sparse_) {
     // The backend's bytes are the compressed weight plus plan workspaces; report them apart.
@@ -210,10 +188,10 @@ LinearMemory Linear::memory() const noexcept {
     mem.weight = compressed;
     mem.gemm = backend - compressed;
   } else {
-    mem.weight = d.weight.bytes;
+    mem.weight = d.weight.size();
     mem.gemm = dense_->device_bytes();
   }
-  mem.vectors = d.weight_scale.bytes + d.bias.bytes;
+  mem.vectors = d.weight_scale.size() + d.bias.size();
   mem.scratch = scratch_->bytes();
   return mem;
 }
@@ -268,9 +246,9 @@ void Linear::prepare(std::int64_t m, cudaStream_t stream) {
   // overwritten by the next forward anyway.
   if (cutlass_) {
     if (!cutlass_->has_plan(bucket)) {
-      DeviceAlloc y;  // the tuning runs' output (CUTLASS layers need no accumulator scratch)
+      DeviceBuffer y;  // the tuning runs' output (CUTLASS layers need no accumulator scratch)
       y.allocate(static_cast<std::size_t>(bucket * n_) * 2);
-      cutlass_->run(scratch_->x(), y.ptr, bucket, scratch_->scales(), device_->weight_scale.as<float>(),
+      cutlass_->run(scratch_->x(), y.get(), bucket, scratch_->scales(), device_->weight_scale.as<float>(),
                     device_->bias.as<float>(), stream, bucket);
       SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream));  // before `y` is freed
     }
@@ -285,7 +263,7 @@ void Linear::prepare(std::int64_t m, cudaStream_t stream) {
       } catch (Error const&) {
         // This cuBLASLt has no outer-vector-scaled kernel for the problem: separate epilogue.
         fused_dense_ = false;
-        dense_ = std::make_unique<CublasltGemm>(device_->weight.ptr, config_.compute_dtype, acc_dtype_, n_padded_,
+        dense_ = std::make_unique<CublasltGemm>(device_->weight.get(), config_.compute_dtype, acc_dtype_, n_padded_,
                                                 layout_.k_lifted(), tuning_);
       }
     }
@@ -350,7 +328,7 @@ void Linear::run(LinearStage const* only, void const* x, void* y, std::int64_t m
       dense_->run(gemm_in, gemm_out, m, 1.0f, stream, bucket);
     }
   }
-  if (direct && !d.bias.ptr) return;
+  if (direct && !d.bias.get()) return;
   if (wanted(LinearStage::kEpilogue)) {
     dequantize_output(gemm_out, acc_dtype_, direct ? n_ : n_padded_, m, n_, w8a8 ? scratch.scales() : nullptr,
                       w8a8 ? d.weight_scale.as<float>() : nullptr, d.bias.as<float>(), y, act, stream);

@@ -10,36 +10,22 @@
 #include <gtest/gtest.h>
 
 #include "slidesparse/cuda/check.hpp"
+#include "slidesparse/cuda/device_buffer.hpp"
 #include "slidesparse/cuda/device_info.hpp"
 
 namespace slidesparse::test {
 
-/// Owning device allocation.
-class DeviceBuffer {
+/// The CUDA layer's owned allocation plus synchronous whole-buffer copies for tests.
+class DeviceBuffer : public cuda::DeviceBuffer {
  public:
-  explicit DeviceBuffer(std::size_t bytes) : bytes_(bytes) {
-    if (bytes_) SLIDESPARSE_CUDA_CHECK(cudaMalloc(&ptr_, bytes_));
-  }
-  ~DeviceBuffer() {
-    if (ptr_) cudaFree(ptr_);
-  }
-  DeviceBuffer(DeviceBuffer const&) = delete;
-  DeviceBuffer& operator=(DeviceBuffer const&) = delete;
-  void* get() const { return ptr_; }
-  template <typename T>
-  T* as() const { return static_cast<T*>(ptr_); }
-  std::size_t size() const { return bytes_; }
-  void upload(void const* host) { SLIDESPARSE_CUDA_CHECK(cudaMemcpy(ptr_, host, bytes_, cudaMemcpyHostToDevice)); }
-  void fill(unsigned char value) { SLIDESPARSE_CUDA_CHECK(cudaMemset(ptr_, value, bytes_)); }
+  explicit DeviceBuffer(std::size_t bytes) : cuda::DeviceBuffer(bytes) {}
+  void upload(void const* host) { SLIDESPARSE_CUDA_CHECK(cudaMemcpy(get(), host, size(), cudaMemcpyHostToDevice)); }
+  void fill(unsigned char value) { SLIDESPARSE_CUDA_CHECK(cudaMemset(get(), value, size())); }
   std::vector<std::byte> download() const {
-    std::vector<std::byte> host(bytes_);
-    SLIDESPARSE_CUDA_CHECK(cudaMemcpy(host.data(), ptr_, bytes_, cudaMemcpyDeviceToHost));
+    std::vector<std::byte> host(size());
+    SLIDESPARSE_CUDA_CHECK(cudaMemcpy(host.data(), get(), size(), cudaMemcpyDeviceToHost));
     return host;
   }
-
- private:
-  void* ptr_ = nullptr;
-  std::size_t bytes_ = 0;
 };
 
 /// Base fixture: skips the test, saying why, on a machine without a usable GPU.
