@@ -30,6 +30,7 @@ struct EvalArgs {
   std::int64_t stride = 256;
   std::string json;
   int threads = 0;
+  bool slide = false;
 };
 
 std::string read_text(std::string const& path) {
@@ -62,6 +63,9 @@ Command register_eval(CLI::App& app) {
   ppl->add_option("--stride", args->stride, "Window step (<= ctx)")->check(CLI::Range(1, 1000000));
   ppl->add_option("--json", args->json, "Write the result as JSON to this file");
   ppl->add_option("--threads", args->threads, "Worker threads (default: all cores)");
+  ppl->add_flag("--slide", args->slide,
+                "Run the pruned projections through the SlideSparse path (slid W', lifted x); its logits equal "
+                "the dense path's bit for bit (needs --pattern)");
   return [args, ppl]() -> int {
     if (!ppl->parsed()) return 2;
     if (args->threads > 0) set_worker_threads(args->threads);
@@ -71,6 +75,7 @@ Command register_eval(CLI::App& app) {
     runtime::ModelWeights weights = runtime::load_gguf_weights(file);
     runtime::EncodeOptions const encode{.add_special = false, .missing_byte = runtime::MissingByte::kSkip};
     bool const importance = args->pattern != "dense" && args->prune == "importance";
+    if (args->slide && args->pattern == "dense") fail(ErrorKind::kUsage, "eval ppl: --slide needs --pattern");
     if (importance && args->calibration_text.empty()) {
       fail(ErrorKind::kUsage, "eval ppl: --prune importance needs --calibration-text (e.g. the validation split)");
     }
@@ -85,6 +90,7 @@ Command register_eval(CLI::App& app) {
         stats = runtime::calibrate(dense, calib, args->context);
       }
       runtime::prune_model(weights, SparsityPattern::parse(args->pattern), importance ? &stats : nullptr);
+      if (args->slide) weights.slide_projections(SparsityPattern::parse(args->pattern));
     }
     runtime::CpuModel const model(std::move(weights));
     std::vector<int> ids = tokenizer.encode(read_text(args->text), encode);
@@ -102,11 +108,12 @@ Command register_eval(CLI::App& app) {
         {"calibration_text", importance ? args->calibration_text : ""},
         {"calibration_tokens", importance ? args->calibration_tokens : 0},
         {"context", args->context}, {"stride", std::min(args->stride, args->context)},
+        {"path", args->slide ? "slidesparse" : "dense"},
         {"scored", r.scored},       {"perplexity", r.perplexity()},
         {"first_half_perplexity", r.first_half_perplexity()},       {"second_half_perplexity", r.second_half_perplexity()},
         {"seconds", seconds},       {"threads", worker_threads()}};
-    fmt::print("{} {}{}: perplexity {:.3f} over {} tokens (halves {:.3f} / {:.3f}), ctx {}, {:.1f} s\n", args->model,
-               args->pattern, importance ? " (importance)" : "", r.perplexity(), r.scored, r.first_half_perplexity(), r.second_half_perplexity(), args->context,
+    fmt::print("{} {}{}{}: perplexity {:.3f} over {} tokens (halves {:.3f} / {:.3f}), ctx {}, {:.1f} s\n", args->model,
+               args->pattern, importance ? " (importance)" : "", args->slide ? " (SlideSparse path)" : "", r.perplexity(), r.scored, r.first_half_perplexity(), r.second_half_perplexity(), args->context,
                seconds);
     if (!args->json.empty()) io::write_text_file_atomic(args->json, result.dump(1) + "\n");
     return 0;

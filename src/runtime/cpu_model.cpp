@@ -5,13 +5,19 @@
 #include <random>
 
 #include "slidesparse/core/error.hpp"
+#include "slidesparse/core/lift.hpp"
 #include "slidesparse/core/parallel.hpp"
+#include "slidesparse/core/slide.hpp"
 
 namespace slidesparse::runtime {
 namespace {
 
 // Fixed-order dot product: lane j accumulates terms k = j (mod 8), lanes are combined pairwise.
 // Independent lanes let the compiler vectorize without reassociating anything.
+float combine(float const (&lane)[8]) {
+  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
 float dot(float const* a, float const* b, std::int64_t n) {
   float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   std::int64_t i = 0;
@@ -19,7 +25,20 @@ float dot(float const* a, float const* b, std::int64_t n) {
     for (int j = 0; j < 8; ++j) lane[j] += a[i + j] * b[i + j];
   }
   for (int j = 0; i < n; ++i, ++j) lane[j] += a[i] * b[i];
-  return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+  return combine(lane);
+}
+
+// The SlideSparse dot x' . w' over the nonzeros of a row of W' (in lifted-column order): the
+// product of lifted column c goes to the lane of its source column (source mod 8), so the
+// nonzero products meet the same lanes in the same order as in dot() of the dense row. The
+// products skipped (zero weights: empty window slots, duplicated activation copies, padding)
+// add ±0 in dot(), which leaves a partial sum unchanged (a lane starts at +0 and a rounded sum
+// is never -0).
+float slid_dot(float const* x_lifted, std::int32_t const* column, float const* value, std::uint8_t const* lane_of,
+               std::int64_t count) {
+  float lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (std::int64_t i = 0; i < count; ++i) lane[lane_of[i]] += x_lifted[column[i]] * value[i];
+  return combine(lane);
 }
 
 // RMSNorm of one row: x / sqrt(mean(x^2) + eps) * w, the mean accumulated in double.
@@ -63,7 +82,58 @@ CpuLinear::CpuLinear(std::vector<float> weight, std::int64_t n, std::int64_t k, 
   }
 }
 
+CpuLinear CpuLinear::slid(SparsityPattern pattern) const {
+  if (is_slid()) fail(ErrorKind::kUsage, "CpuLinear: already in SlideSparse form");
+  ActivationLayout const layout = ActivationLayout::slid(pattern, k_);
+  std::int64_t const kl = layout.k_lifted();
+  CpuLinear out;
+  out.weight_.assign(static_cast<std::size_t>(n_ * kl), 0.0f);
+  ConstMatrixView const w{DType::kF32, n_, k_, reinterpret_cast<std::byte const*>(weight_.data()), "linear"};
+  MatrixView lifted{DType::kF32, n_, kl, reinterpret_cast<std::byte*>(out.weight_.data()), "linear (slid)"};
+  slide(w, pattern, layout.shape(), lifted);
+  out.bias_ = bias_;
+  out.n_ = n_;
+  out.k_ = k_;
+  out.gather_.assign(layout.gather().begin(), layout.gather().end());
+  out.nz_row_start_.assign(1, 0);
+  for (std::int64_t r = 0; r < n_; ++r) {
+    for (std::int64_t c = 0; c < kl; ++c) {
+      float const v = out.weight_[static_cast<std::size_t>(r * kl + c)];
+      if (v == 0.0f) continue;
+      out.nz_column_.push_back(static_cast<std::int32_t>(c));
+      out.nz_value_.push_back(v);
+      out.nz_lane_.push_back(static_cast<std::uint8_t>(out.gather_[static_cast<std::size_t>(c)] & 7));
+    }
+    out.nz_row_start_.push_back(static_cast<std::int64_t>(out.nz_column_.size()));
+  }
+  return out;
+}
+
 void CpuLinear::forward(float const* x, std::int64_t m, float* y) const {
+  if (is_slid()) {
+    // lift x -> x' [m, K'] (x'[c] = x[source(c)], 0 for padding), then y = x' W'^T.
+    std::int64_t const kl = k_stored();
+    std::vector<float> lifted(static_cast<std::size_t>(m * kl));
+    for (std::int64_t row = 0; row < m; ++row) {
+      for (std::int64_t c = 0; c < kl; ++c) {
+        std::int64_t const s = gather_[static_cast<std::size_t>(c)];
+        lifted[static_cast<std::size_t>(row * kl + c)] = s < 0 ? 0.0f : x[row * k_ + s];
+      }
+    }
+    parallel_for(n_, kl * 4 * std::max<std::int64_t>(m, 1), [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t row = 0; row < m; ++row) {
+        for (std::int64_t j = begin; j < end; ++j) {
+          auto const first = nz_row_start_[static_cast<std::size_t>(j)];
+          auto const count = nz_row_start_[static_cast<std::size_t>(j) + 1] - first;
+          float v = slid_dot(lifted.data() + row * kl, nz_column_.data() + first, nz_value_.data() + first,
+                             nz_lane_.data() + first, count);
+          if (!bias_.empty()) v += bias_[static_cast<std::size_t>(j)];
+          y[row * n_ + j] = v;
+        }
+      }
+    });
+    return;
+  }
   // Parallel over output channels (each thread streams its slice of W once for all M rows).
   parallel_for(n_, k_ * 4 * std::max<std::int64_t>(m, 1), [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t row = 0; row < m; ++row) {
@@ -138,6 +208,19 @@ void ModelWeights::validate() const {
     check_linear(p + "gate_proj", L.gate, c.intermediate, c.hidden, false);
     check_linear(p + "up_proj", L.up, c.intermediate, c.hidden, false);
     check_linear(p + "down_proj", L.down, c.hidden, c.intermediate, false);
+  }
+}
+
+void ModelWeights::slide_projections(SparsityPattern pattern) {
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    LayerWeights& L = layers[l];
+    for (CpuLinear* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) {
+      try {
+        *lin = lin->slid(pattern);
+      } catch (Error const& e) {
+        fail(ErrorKind::kInvalidInput, "layer {}: {}", l, e.what());
+      }
+    }
   }
 }
 

@@ -75,6 +75,7 @@ void prune_model(ModelWeights& weights, SparsityPattern pattern, ActivationStats
     std::pair<CpuLinear*, std::size_t> const projections[] = {{&L.q, 0}, {&L.k, 0}, {&L.v, 0}, {&L.o, 1},
                                                               {&L.gate, 2}, {&L.up, 2}, {&L.down, 3}};
     for (auto const& [lin, site] : projections) {
+      if (lin->is_slid()) fail(ErrorKind::kUsage, "prune_model: layer {} is already in SlideSparse form", l);
       MatrixView view{DType::kF32, lin->n(), lin->k(), reinterpret_cast<std::byte*>(lin->weight().data()), "linear"};
       if (importance) {
         prune_in_place(view, pattern, importance->norms(l, site));

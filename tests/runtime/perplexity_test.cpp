@@ -1,10 +1,13 @@
 #include "slidesparse/runtime/perplexity.hpp"
 
 #include <cmath>
+#include <cstring>
+#include <random>
 
 #include <gtest/gtest.h>
 
 #include "slidesparse/core/error.hpp"
+#include "slidesparse/core/prune.hpp"
 
 namespace slidesparse::runtime {
 namespace {
@@ -41,6 +44,64 @@ TEST(Perplexity, EveryTokenIsScoredOnceAndFullContextDoesNotDependOnTheStride) {
   // A shorter context changes the history, hence the result.
   EXPECT_NE(perplexity(model, t, {8, 4}).nll_sum, perplexity(model, t, {64, 64}).nll_sum);
   EXPECT_THROW(perplexity(model, t, {8, 9}), Error);
+}
+
+TEST(SlideSparseCpu, SlidLayerEqualsTheDensePrunedLayerBitForBit) {
+  // Every pattern, K a multiple of 2N and not (1001, 18), with and without bias, M = 1 and 7.
+  std::mt19937_64 rng(2718);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (char const* name : {"2:4", "4:6", "6:8", "8:10", "14:16"}) {
+    SparsityPattern const pattern = SparsityPattern::parse(name);
+    for (std::int64_t const k : {18, 64, 1001}) {
+      for (bool const bias : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << name << " K=" << k << " bias=" << bias << " seed 2718");
+        std::int64_t const n = 13;
+        std::vector<float> w(static_cast<std::size_t>(n * k)), b;
+        for (float& v : w) v = normal(rng);
+        if (bias) b.assign(static_cast<std::size_t>(n), 0.25f);
+        MatrixView view{DType::kF32, n, k, reinterpret_cast<std::byte*>(w.data()), "w"};
+        prune_in_place(view, pattern);
+        CpuLinear const dense(w, n, k, b);
+        CpuLinear const slid = dense.slid(pattern);
+        EXPECT_TRUE(slid.is_slid());
+        EXPECT_GE(slid.k_stored(), k);  // 2:4 lifts to K itself
+        for (std::int64_t const m : {1, 7}) {
+          std::vector<float> x(static_cast<std::size_t>(m * k));
+          for (float& v : x) v = normal(rng);
+          std::vector<float> yd(static_cast<std::size_t>(m * n), -1.0f), ys(yd.size(), -2.0f);
+          dense.forward(x.data(), m, yd.data());
+          slid.forward(x.data(), m, ys.data());
+          ASSERT_EQ(0, std::memcmp(yd.data(), ys.data(), yd.size() * sizeof(float)));
+        }
+      }
+    }
+  }
+  // An unpruned weight is refused, naming the row and block.
+  std::vector<float> full(8 * 16, 1.0f);
+  try {
+    (void)CpuLinear(full, 8, 16).slid(SparsityPattern::parse("6:8"));
+    FAIL() << "a dense weight was slid";
+  } catch (Error const& e) {
+    EXPECT_NE(std::string(e.what()).find("row"), std::string::npos) << e.what();
+  }
+}
+
+TEST(SlideSparseCpu, SlidModelLogitsEqualTheDensePrunedModelBitForBit) {
+  for (char const* preset : {"tiny-llama", "tiny-qwen2"}) {
+    SCOPED_TRACE(preset);
+    ModelWeights w = ModelWeights::random(ModelConfig::preset(preset), 11);
+    prune_model(w, SparsityPattern::parse("6:8"));
+    ModelWeights slid = w;
+    slid.slide_projections(SparsityPattern::parse("6:8"));
+    EXPECT_TRUE(slid.layers[0].down.is_slid());
+    EXPECT_THROW(prune_model(slid, SparsityPattern::parse("6:8")), Error);
+    CpuModel const dense_model(std::move(w)), slid_model(std::move(slid));
+    std::vector<int> const t = tokens_of(dense_model.config().vocab, 9);
+    Sequence a = dense_model.new_sequence(16), b = slid_model.new_sequence(16);
+    std::vector<float> const la = dense_model.forward(a, t, true), lb = slid_model.forward(b, t, true);
+    ASSERT_EQ(la.size(), lb.size());
+    ASSERT_EQ(0, std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)));
+  }
 }
 
 TEST(Perplexity, PruneModelObeysThePatternAndKeepsEmbeddings) {

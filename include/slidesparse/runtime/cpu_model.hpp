@@ -21,6 +21,7 @@
 #include <span>
 #include <vector>
 
+#include "slidesparse/core/pattern.hpp"
 #include "slidesparse/runtime/model_config.hpp"
 
 namespace slidesparse::runtime {
@@ -28,13 +29,29 @@ namespace slidesparse::runtime {
 /// y [M, N] = x [M, K] W^T (+ bias) with W [N, K] row-major, in float32. The dot product sums
 /// 8 interleaved partial sums (k mod 8) and adds them pairwise: the order is fixed, so results
 /// are reproducible and independent of M and of threading.
+///
+/// SlideSparse form (slid()): W' = slide(W) [N, K'] and x' = lift(x) [M, K'], y = x' W'^T — the
+/// path the GPU's 2:4 kernels take, on the CPU. Each product x'[k'] w'[k'] with w' != 0 is one
+/// product x[k] w[k] of the dense layer (k = the lifted column's source) and is added to the
+/// dense lane k mod 8, in increasing k (slide places nonzeros in column order); the other
+/// products are ±0 and change no partial sum. So a SlideSparse layer's output equals the dense
+/// layer's on the pruned weight bit for bit: what it shows is that the slide and lift data
+/// movement loses and duplicates nothing.
 class CpuLinear {
  public:
   CpuLinear() = default;
   CpuLinear(std::vector<float> weight, std::int64_t n, std::int64_t k, std::vector<float> bias = {});
+  /// y [m, N] from x [m, K] (both row-major), in either form.
   void forward(float const* x, std::int64_t m, float* y) const;
+  /// This (dense, pruned to `pattern`) layer in SlideSparse form. Error(kInvalidInput) naming
+  /// the row and block where the weight breaks the pattern.
+  CpuLinear slid(SparsityPattern pattern) const;
+  bool is_slid() const noexcept { return !gather_.empty(); }
   std::int64_t n() const noexcept { return n_; }
   std::int64_t k() const noexcept { return k_; }
+  /// K' of the SlideSparse form, K for a dense layer.
+  std::int64_t k_stored() const noexcept { return is_slid() ? static_cast<std::int64_t>(gather_.size()) : k_; }
+  /// W [N, K], or W' [N, K'] in SlideSparse form.
   std::vector<float> const& weight() const noexcept { return weight_; }
   std::vector<float>& weight() noexcept { return weight_; }
   std::vector<float> const& bias() const noexcept { return bias_; }
@@ -43,6 +60,13 @@ class CpuLinear {
   std::vector<float> weight_;
   std::vector<float> bias_;
   std::int64_t n_ = 0, k_ = 0;
+  std::vector<std::int64_t> gather_;  ///< SlideSparse form: source column of each lifted column (-1: padding)
+  /// SlideSparse form, per row the nonzeros of W' in lifted-column order: column, value and the
+  /// dense lane (source column mod 8); row r's are [row_start_[r], row_start_[r + 1]).
+  std::vector<std::int32_t> nz_column_;
+  std::vector<float> nz_value_;
+  std::vector<std::uint8_t> nz_lane_;
+  std::vector<std::int64_t> nz_row_start_;
 };
 
 struct LayerWeights {
@@ -62,6 +86,9 @@ struct ModelWeights {
   static ModelWeights random(ModelConfig const& config, std::uint64_t seed);
   /// Throws Error(kInvalidInput) naming the first tensor whose size does not fit the config.
   void validate() const;
+  /// Puts q, k, v, o, gate, up and down of every layer into SlideSparse form (they must obey the
+  /// pattern: prune first). Embeddings, norms and lm_head stay dense.
+  void slide_projections(SparsityPattern pattern);
 };
 
 /// A sequence's KV cache: [layers][capacity][kv_dim] for K and V.
