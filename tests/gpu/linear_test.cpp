@@ -388,6 +388,30 @@ TEST_F(LinearGpu, RejectsBadWeightsNamingWhatIsWrong) {
   EXPECT_THROW(ok.forward(d.get(), d.get(), 0, nullptr), Error);
 }
 
+TEST_F(LinearGpu, Fp8LayersWithoutFastAccumulationUseOnlyPromotingCutlassKernels) {
+  test::Rng rng(4711);
+  SCOPED_TRACE(rng.describe());
+  std::int64_t const m = 64, n = 512, k = 3584;
+  if (!expect_cutlass(GemmBackend::kAuto, DType::kF8E4M3, DType::kBF16, n, k)) GTEST_SKIP() << "no CUTLASS here";
+  for (auto const& pattern : {std::optional(SparsityPattern::parse("6:8")), std::optional<SparsityPattern>()}) {
+    SCOPED_TRACE(pattern ? "sparse" : "dense");
+    HostLayer const host = make_layer(rng, DType::kF8E4M3, n, k, pattern, true);
+    OwnedMatrix const x = make_input(rng, DType::kBF16, m, k);
+    OwnedMatrix rounded(DType::kBF16, m, n);
+    LinearReferenceResult const ref = linear_reference(x.cview(), host.weight.cview(), host.scale, host.bias, rounded.view());
+    LinearConfig config = config_of(DType::kF8E4M3, DType::kBF16, pattern, GemmBackend::kCutlass);
+    config.fast_accumulation = false;
+    Linear layer(config, host.view(), nullptr);
+    auto const y = run_layer(layer, x, n);
+    EXPECT_NE(layer.gemm_description(m).find("_exact"), std::string::npos) << layer.gemm_description(m);
+    for (std::size_t i = 0; i < ref.exact.size(); ++i) {
+      ASSERT_LE(std::fabs(output_value(y, DType::kBF16, i) - ref.exact[i]),
+                tolerance(DType::kBF16, ref.exact[i], ref.abs_products[i]))
+          << "element " << i;
+    }
+  }
+}
+
 TEST_F(LinearGpu, DispatchingLayerIsExactWhicheverCandidateWinsAndRemembersItsChoice) {
   // INT8: every candidate (CUTLASS, cuSPARSELt, dense fallback) is bit-identical to the
   // reference, so the output must be too, whatever the timing picks.
