@@ -20,5 +20,6 @@ Command register_demo(CLI::App& app);
 Command register_info(CLI::App& app);
 Command register_bench(CLI::App& app);
 Command register_eval(CLI::App& app);
+Command register_generate(CLI::App& app);
 
 }  // namespace slidesparse::cli

@@ -120,4 +120,56 @@ Command register_eval(CLI::App& app) {
   };
 }
 
+Command register_generate(CLI::App& app) {
+  struct GenerateArgs {
+    std::string model, prompt, pattern = "dense", json;
+    std::int64_t tokens = 32;
+    bool compare = false, slide = false;
+  };
+  auto args = std::make_shared<GenerateArgs>();
+  auto* sub = app.add_subcommand("generate", "Greedy text generation with a GGUF llama model on the CPU reference "
+                                             "backend, dense or pruned (magnitude) to a pattern");
+  sub->add_option("--model", args->model, "A llama-architecture GGUF file (e.g. .deps/models/SmolLM2-135M-Instruct.Q4_1.gguf)")
+      ->required();
+  sub->add_option("--prompt", args->prompt, "Prompt text (continued as is; no chat template)")->required();
+  sub->add_option("--pattern", args->pattern, "dense, or prune the projections by magnitude to a pattern (6:8, ...)");
+  sub->add_option("--tokens", args->tokens, "New tokens at most (stops early at the end-of-text token)")
+      ->check(CLI::Range(1, 4096));
+  sub->add_flag("--compare", args->compare, "With --pattern: also generate with the dense model, side by side");
+  sub->add_flag("--slide", args->slide, "Run the pruned projections through the SlideSparse path (same tokens)");
+  sub->add_option("--json", args->json, "Write the prompt and the generations as JSON to this file");
+  return [args, sub]() -> int {
+    if (!sub->parsed()) return 2;
+    if ((args->compare || args->slide) && args->pattern == "dense") {
+      fail(ErrorKind::kUsage, "generate: --compare and --slide need --pattern");
+    }
+    io::GgufFile const file = io::GgufFile::open(args->model);
+    runtime::BpeTokenizer const tokenizer(runtime::gguf_tokenizer_data(file));
+    runtime::ModelWeights const loaded = runtime::load_gguf_weights(file);
+    std::vector<int> const prompt =
+        tokenizer.encode(args->prompt, {.add_special = false, .missing_byte = runtime::MissingByte::kSkip});
+    nlohmann::json result = {{"model", args->model}, {"prompt", args->prompt}, {"generations", nlohmann::json::array()}};
+    std::vector<std::string> variants;
+    if (args->pattern == "dense" || args->compare) variants.push_back("dense");
+    if (args->pattern != "dense") variants.push_back(args->pattern);
+    for (std::string const& variant : variants) {
+      runtime::ModelWeights weights = loaded;
+      if (variant != "dense") {
+        runtime::prune_model(weights, SparsityPattern::parse(variant));
+        if (args->slide) weights.slide_projections(SparsityPattern::parse(variant));
+      }
+      runtime::CpuModel const model(std::move(weights));
+      auto const start = std::chrono::steady_clock::now();
+      std::vector<int> const ids = runtime::greedy_generate(model, prompt, args->tokens, tokenizer.eos());
+      double const seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      std::string const text = tokenizer.decode(ids);
+      std::string const label = variant == "dense" ? "dense" : variant + " (magnitude" + (args->slide ? ", SlideSparse path)" : ")");
+      fmt::print("[{}] {}{}\n", label, args->prompt, text);
+      result["generations"].push_back({{"variant", label}, {"text", text}, {"tokens", ids}, {"seconds", seconds}});
+    }
+    if (!args->json.empty()) io::write_text_file_atomic(args->json, result.dump(1) + "\n");
+    return 0;
+  };
+}
+
 }  // namespace slidesparse::cli

@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   add(cli::register_info);
   add(cli::register_bench);
   add(cli::register_eval);
+  add(cli::register_generate);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

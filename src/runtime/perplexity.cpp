@@ -97,4 +97,21 @@ ActivationStats calibrate(CpuModel const& model, std::span<int const> tokens, st
   return stats;
 }
 
+std::vector<int> greedy_generate(CpuModel const& model, std::span<int const> prompt, std::int64_t max_new,
+                                 std::optional<int> stop) {
+  if (prompt.empty()) fail(ErrorKind::kUsage, "generate: empty prompt");
+  if (max_new < 0) fail(ErrorKind::kUsage, "generate: {} new tokens", max_new);
+  Sequence seq = model.new_sequence(static_cast<std::int64_t>(prompt.size()) + max_new + 1);
+  std::vector<float> logits = model.forward(seq, prompt, false);
+  std::vector<int> out;
+  while (static_cast<std::int64_t>(out.size()) < max_new) {
+    int const next = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    if (stop && next == *stop) break;
+    out.push_back(next);
+    if (static_cast<std::int64_t>(out.size()) == max_new) break;
+    logits = model.forward(seq, std::span<int const>(&out.back(), 1), false);
+  }
+  return out;
+}
+
 }  // namespace slidesparse::runtime

@@ -31,7 +31,7 @@ Result run(std::string const& args) {
 }
 
 TEST(Cli, EveryCommandHasHelp) {
-  for (char const* command : {"convert", "slide", "verify", "inspect", "synth", "demo", "info", "bench", "eval ppl"}) {
+  for (char const* command : {"convert", "slide", "verify", "inspect", "synth", "demo", "info", "bench", "eval ppl", "generate"}) {
     Result const r = run(std::string(command) + " --help");
     EXPECT_EQ(r.code, 0) << command << ": " << r.output;
     EXPECT_NE(r.output.find("Usage"), std::string::npos) << command;
@@ -59,8 +59,19 @@ TEST(Cli, EvalNamesAMissingModelFile) {
   EXPECT_NE(r.output.find("/nonexistent/model.gguf"), std::string::npos) << r.output;
 }
 
+TEST(Cli, GenerateNamesAMissingModelAndRefusesCompareWithoutAPattern) {
+  Result const missing = run("generate --model /nonexistent/model.gguf --prompt hi");
+  EXPECT_EQ(missing.code, 2) << missing.output;
+  EXPECT_NE(missing.output.find("/nonexistent/model.gguf"), std::string::npos) << missing.output;
+  Result const compare = run("generate --model /nonexistent/model.gguf --prompt hi --compare");
+  EXPECT_EQ(compare.code, 2) << compare.output;
+  EXPECT_NE(compare.output.find("--pattern"), std::string::npos) << compare.output;
+}
+
 TEST(Cli, DemoPasses) {
-  Result const r = run("demo");
+  // The synthetic part only: the real-model part's pieces (perplexity, generation, SlideSparse
+  // path == dense path) have their own tests, and it takes minutes (more under ASan).
+  Result const r = run("demo --no-real-model");
   EXPECT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("exact: yes"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("PASS"), std::string::npos) << r.output;

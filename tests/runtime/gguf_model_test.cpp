@@ -77,6 +77,18 @@ TEST_F(SmolLM2, PerplexityOfPlainEnglishIsLow) {
   EXPECT_LT(ppl, 40.0);
 }
 
+TEST_F(SmolLM2, GreedyGenerationContinuesSensibly) {
+  io::GgufFile const f = io::GgufFile::open(model_path());
+  BpeTokenizer const tok(gguf_tokenizer_data(f));
+  CpuModel const model(load_gguf_weights(f));
+  std::vector<int> const prompt = tok.encode("The capital of France is", {.add_special = false});
+  std::vector<int> const out = greedy_generate(model, prompt, 4, tok.eos());
+  ASSERT_FALSE(out.empty());
+  std::string const text = tok.decode(out);
+  std::printf("  'The capital of France is' -> '%s'\n", text.c_str());
+  EXPECT_EQ(text.rfind(" Paris", 0), 0u) << text;
+}
+
 TEST_F(SmolLM2, SlideSparsePathGivesTheDensePrunedLogitsBitForBit) {
   // Issue 6's losslessness claim on the real model: pruned to 6:8 (magnitude), the SlideSparse
   // path (slid W', lifted x) and the dense path on the pruned weights give identical logits.

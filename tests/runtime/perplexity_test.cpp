@@ -1,5 +1,6 @@
 #include "slidesparse/runtime/perplexity.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -102,6 +103,25 @@ TEST(SlideSparseCpu, SlidModelLogitsEqualTheDensePrunedModelBitForBit) {
     ASSERT_EQ(la.size(), lb.size());
     ASSERT_EQ(0, std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)));
   }
+}
+
+TEST(Generate, GreedyDecodingFollowsTheArgmaxAndStopsAtTheStopToken) {
+  CpuModel const model(ModelWeights::random(ModelConfig::preset("tiny-qwen2"), 21));
+  std::vector<int> const prompt = tokens_of(model.config().vocab, 5);
+  std::vector<int> const out = greedy_generate(model, prompt, 6);
+  ASSERT_EQ(out.size(), 6u);
+  // Each new token is the argmax of the logits after everything before it (a full re-run).
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    std::vector<int> context = prompt;
+    context.insert(context.end(), out.begin(), out.begin() + static_cast<std::ptrdiff_t>(i));
+    Sequence seq = model.new_sequence(static_cast<std::int64_t>(context.size()));
+    std::vector<float> const logits = model.forward(seq, context, false);
+    EXPECT_EQ(out[i], static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin())) << i;
+  }
+  // Stopping at the third generated token keeps the first two.
+  std::vector<int> const stopped = greedy_generate(model, prompt, 6, out[2]);
+  EXPECT_EQ(stopped, std::vector<int>(out.begin(), out.begin() + (out[0] == out[2] ? 0 : out[1] == out[2] ? 1 : 2)));
+  EXPECT_THROW(greedy_generate(model, {}, 3), Error);
 }
 
 TEST(Perplexity, PruneModelObeysThePatternAndKeepsEmbeddings) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 
 #include "slidesparse/core/pattern.hpp"
@@ -43,5 +44,10 @@ void prune_model(ModelWeights& weights, SparsityPattern pattern, ActivationStats
 /// Runs the model over `tokens` in windows of `context` and collects the projections' input
 /// statistics (the calibration pass behind importance pruning).
 ActivationStats calibrate(CpuModel const& model, std::span<int const> tokens, std::int64_t context);
+
+/// Greedy decoding: runs the prompt, then appends the most likely token (lowest id on ties) up to
+/// max_new times, stopping after `stop` (not included) when given. Returns the new tokens.
+std::vector<int> greedy_generate(CpuModel const& model, std::span<int const> prompt, std::int64_t max_new,
+                                 std::optional<int> stop = std::nullopt);
 
 }  // namespace slidesparse::runtime
