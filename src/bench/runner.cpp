@@ -256,10 +256,10 @@ Report run_benchmark(BenchOptions const& options) {
           // The CUTLASS twins (GEMM + fused epilogue), sparse and dense, where they can run.
           std::unique_ptr<cuda::Linear> sparse_cutlass, dense_cutlass;
           if (options.cutlass && w8a8) {
-            std::string const why = cuda::CutlassGemm::unsupported(dtype, act, shape.n, sparse.k_lifted());
+            cuda::LinearConfig config{dtype, act, pattern};
+            config.backend = cuda::GemmBackend::kCutlass;
+            std::string const why = cuda::Linear::cutlass_unsupported(config, shape.n, shape.k);
             if (why.empty()) {
-              cuda::LinearConfig config{dtype, act, pattern};
-              config.backend = cuda::GemmBackend::kCutlass;
               sparse_cutlass = std::make_unique<cuda::Linear>(config, weights, stream, options.tuning, shape.name, scratch);
               config.pattern = std::nullopt;
               dense_cutlass = std::make_unique<cuda::Linear>(config, weights, stream, options.tuning, shape.name, scratch);

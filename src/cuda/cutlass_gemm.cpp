@@ -55,7 +55,8 @@ struct CutlassGemm::Plan {
   std::int64_t m = 0;
   CutlassKernel const* kernel = nullptr;
   CutlassRunOptions options;
-  DeviceBuffer workspace;
+  DeviceBuffer workspace;  ///< sized for every M in [min_covered_m, m]
+  std::int64_t min_covered_m = 1;
   bool tuned_from_cache = false;
 };
 
@@ -92,28 +93,19 @@ CutlassGemm::CutlassGemm(void const* weight, DType input_dtype, bool sparse, std
     return;
   }
   detail::CutlassSparseSizes const sizes = detail::cutlass_sparse_sizes_launch(input_dtype, n, k_lifted);
-  SLIDESPARSE_CUDA_CHECK(cudaMalloc(&values_, sizes.values));
-  if (cudaMalloc(&metadata_, sizes.metadata) != cudaSuccess) {
-    cudaFree(values_);
-    fail(ErrorKind::kInternal, "CUTLASS GEMM: cannot allocate {} bytes of sparse metadata", sizes.metadata);
-  }
-  compressed_bytes_ = sizes.values + sizes.metadata;
-  weight_ = values_;
-  std::string const why = detail::cutlass_compress_launch(input_dtype, weight, n, k_lifted, values_, metadata_, stream);
+  values_.allocate(sizes.values);
+  metadata_.allocate(sizes.metadata);
+  weight_ = values_.get();
+  std::string const why =
+      detail::cutlass_compress_launch(input_dtype, weight, n, k_lifted, values_.get(), metadata_.get(), stream);
   cudaError_t const sync = cudaStreamSynchronize(stream);
   if (!why.empty() || sync != cudaSuccess) {
-    cudaFree(values_);
-    cudaFree(metadata_);
     fail(ErrorKind::kInternal, "CUTLASS 2:4 compression of W' [{} x {}] failed: {}", n, k_lifted,
          why.empty() ? cudaGetErrorString(sync) : why);
   }
 }
 
-CutlassGemm::~CutlassGemm() {
-  plans_.clear();
-  if (values_) cudaFree(values_);
-  if (metadata_) cudaFree(metadata_);
-}
+CutlassGemm::~CutlassGemm() = default;
 
 CutlassGemm::Plan const* CutlassGemm::find_plan(std::int64_t plan_m) const noexcept {
   for (auto const& p : plans_) {
@@ -134,10 +126,10 @@ std::string CutlassGemm::plan_description(std::int64_t plan_m) const {
   return p ? describe(*p->kernel, p->options) : std::string();
 }
 
-std::size_t CutlassGemm::compressed_bytes() const noexcept { return compressed_bytes_; }
+std::size_t CutlassGemm::compressed_bytes() const noexcept { return values_.size() + metadata_.size(); }
 
 std::size_t CutlassGemm::device_bytes() const noexcept {
-  std::size_t total = compressed_bytes_;
+  std::size_t total = compressed_bytes();
   for (auto const& p : plans_) total += p->workspace.size();
   return total;
 }
@@ -150,7 +142,7 @@ CutlassGemm::Plan& CutlassGemm::plan_for(std::int64_t plan_m, void const* x_lift
       return *plans_.front();
     }
   }
-  CutlassProblem problem{n_, plan_m, k_lifted_, weight_, metadata_, x_lifted, scale_x, scale_w, bias, y};
+  CutlassProblem problem{n_, plan_m, k_lifted_, weight_, metadata_.get(), x_lifted, scale_x, scale_w, bias, y};
   auto candidates_of = [&] {
     std::vector<std::pair<CutlassKernel const*, CutlassRunOptions>> out;
     for (auto const& kernel : detail::cutlass_kernels()) {
@@ -239,8 +231,9 @@ CutlassGemm::Plan& CutlassGemm::plan_for(std::int64_t plan_m, void const* x_lift
   }
   // The workspace serves every M the caller maps to this plan (its bucket: at least
   // plan_m - plan_m / 8 - 32 rows); stream-K's size depends on the tile count and decomposition.
+  plan->min_covered_m = std::max<std::int64_t>(1, plan_m - plan_m / 8 - 32);
   std::size_t workspace_bytes = 0;
-  for (std::int64_t m = std::max<std::int64_t>(1, plan_m - plan_m / 8 - 32); m <= plan_m; ++m) {
+  for (std::int64_t m = plan->min_covered_m; m <= plan_m; ++m) {
     problem.m = m;
     workspace_bytes = std::max(workspace_bytes, plan->kernel->workspace_bytes(problem, plan->options));
   }
@@ -255,9 +248,9 @@ void CutlassGemm::run(void const* x_lifted, void* y, std::int64_t m, float const
   if (m <= 0 || plan_m < m) fail(ErrorKind::kUsage, "CUTLASS GEMM: M = {} with plan M = {}", m, plan_m);
   if (!x_lifted || !y || !scale_x || !scale_w) fail(ErrorKind::kUsage, "CUTLASS GEMM: null input, output or scale");
   Plan& plan = plan_for(plan_m, x_lifted, y, scale_x, scale_w, bias, stream);
-  CutlassProblem const problem{n_, m, k_lifted_, weight_, metadata_, x_lifted, scale_x, scale_w, bias, y};
-  // The workspace was sized for the plan's bucket (a host-side check, no device work).
-  if (plan.kernel->workspace_bytes(problem, plan.options) > plan.workspace.size()) {
+  CutlassProblem const problem{n_, m, k_lifted_, weight_, metadata_.get(), x_lifted, scale_x, scale_w, bias, y};
+  // The workspace was sized for every M of the plan's bucket; a smaller M is checked here.
+  if (m < plan.min_covered_m && plan.kernel->workspace_bytes(problem, plan.options) > plan.workspace.size()) {
     fail(ErrorKind::kInternal, "CUTLASS GEMM: M = {} needs more workspace than plan M = {}", m, plan_m);
   }
   cudaError_t const status = plan.kernel->run(problem, plan.options, plan.workspace.get(), stream);

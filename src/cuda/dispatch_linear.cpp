@@ -1,8 +1,6 @@
 #include "slidesparse/cuda/dispatch_linear.hpp"
 
 #include <algorithm>
-#include <array>
-#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -13,7 +11,6 @@
 #include "slidesparse/core/numeric.hpp"
 #include "slidesparse/core/random.hpp"
 #include "slidesparse/cuda/check.hpp"
-#include "slidesparse/cuda/cutlass_gemm.hpp"
 #include "slidesparse/cuda/device_buffer.hpp"
 #include "slidesparse/cuda/l2_flush.hpp"
 #include "slidesparse/io/tuning_cache.hpp"
@@ -53,24 +50,19 @@ DispatchLinear::DispatchLinear(DispatchConfig const& config, LinearWeights const
     c.backend = backend;
     candidates_.push_back({std::move(candidate), std::make_unique<Linear>(c, weights, stream, tuning, name_, scratch)});
   };
-  if (config.cutlass) {
-    try {
-      add("cutlass", config.layer.pattern, GemmBackend::kCutlass);
-    } catch (Error const&) {
-      // CUTLASS cannot run this layer (dtype, N, GPU): the other candidates remain.
-    }
-  }
+  // CUTLASS candidates only where CUTLASS can run the layer (dtype, N, GPU): the others remain.
+  LinearConfig dense_layer = config.layer;
+  dense_layer.pattern = std::nullopt;
+  std::string const sparse_cutlass_why = Linear::cutlass_unsupported(config.layer, n_, k_);
+  bool const dense_cutlass = Linear::cutlass_unsupported(dense_layer, n_, k_).empty();
+  if (config.cutlass && sparse_cutlass_why.empty()) add("cutlass", config.layer.pattern, GemmBackend::kCutlass);
   if (config.cusparselt) add("cusparselt", config.layer.pattern, GemmBackend::kLibrary);
   if (candidates_.empty()) {
     fail(ErrorKind::kUsage, "{}: no sparse candidate can run this layer (CUTLASS: {}; cuSPARSELt disabled)", name_,
-         CutlassGemm::unsupported(config.layer.compute_dtype, config.layer.activation_dtype, n_, k_));
+         config.cutlass ? sparse_cutlass_why : "disabled");
   }
   if (config.dense_fallback && config.dense_both_backends) {
-    try {
-      add("dense-cutlass", std::nullopt, GemmBackend::kCutlass);
-    } catch (Error const&) {
-      // CUTLASS cannot run this layer: cuBLASLt alone.
-    }
+    if (dense_cutlass) add("dense-cutlass", std::nullopt, GemmBackend::kCutlass);
     add("dense-cublaslt", std::nullopt, GemmBackend::kLibrary);
   } else if (config.dense_fallback) {
     add("dense", std::nullopt, GemmBackend::kAuto);
@@ -92,22 +84,25 @@ std::vector<std::string> DispatchLinear::candidates() const {
   return out;
 }
 
-bool DispatchLinear::is_prepared(std::int64_t m) const noexcept {
-  if (m <= 0) return false;
+DispatchLinear::Choice const* DispatchLinear::find_choice(std::int64_t m) const noexcept {
+  if (m <= 0) return nullptr;
   auto const it = choices_.find(Linear::m_bucket(m));
-  return it != choices_.end() && it->second.layer->is_prepared(m);
+  return it == choices_.end() ? nullptr : &it->second;
+}
+
+bool DispatchLinear::is_prepared(std::int64_t m) const noexcept {
+  Choice const* c = find_choice(m);
+  return c && c->layer->is_prepared(m);
 }
 
 std::string DispatchLinear::choice(std::int64_t m) const {
-  if (m <= 0) return {};
-  auto const it = choices_.find(Linear::m_bucket(m));
-  return it == choices_.end() ? std::string() : it->second.name;
+  Choice const* c = find_choice(m);
+  return c ? c->name : std::string();
 }
 
 bool DispatchLinear::chosen_from_cache(std::int64_t m) const noexcept {
-  if (m <= 0) return false;
-  auto const it = choices_.find(Linear::m_bucket(m));
-  return it != choices_.end() && it->second.from_cache;
+  Choice const* c = find_choice(m);
+  return c && c->from_cache;
 }
 
 LinearMemory DispatchLinear::memory() const noexcept {
@@ -193,19 +188,18 @@ void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
-  if (m != bucket) best->layer->prepare(m, stream);
   choices_[bucket] = {best->layer.get(), best->name, false};
   if (tuning_) tuning_->put(key, {{"choice", best->name}, {"ms", times}, {"tuned", detail::tuning_date()}});
 }
 
 void DispatchLinear::forward(void const* x, void* y, std::int64_t m, cudaStream_t stream, std::int64_t ldx) {
   if (m <= 0) fail(ErrorKind::kUsage, "{}: forward with M = {} (must be at least 1)", name_, m);
-  auto it = choices_.find(Linear::m_bucket(m));
-  if (it == choices_.end()) {
+  Choice const* c = find_choice(m);
+  if (!c) {
     prepare(m, stream);
-    it = choices_.find(Linear::m_bucket(m));
+    c = find_choice(m);
   }
-  it->second.layer->forward(x, y, m, stream, ldx);
+  c->layer->forward(x, y, m, stream, ldx);
 }
 
 }  // namespace slidesparse::cuda

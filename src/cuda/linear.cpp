@@ -27,13 +27,19 @@ void upload(DeviceBuffer& dst, void const* src, std::size_t bytes, cudaStream_t 
   }
 }
 
+// The activation (and weight) layout of a layer. 2:4 needs no lifting (one window per block of
+// 4: the slid layout is the identity), and the identity layout takes quant_lift's faster copy
+// path.
+ActivationLayout layer_layout(LinearConfig const& config, std::int64_t k) {
+  return config.pattern && config.pattern->half_block() != 2
+             ? ActivationLayout::slid(*config.pattern, k, config.k_alignment)
+             : ActivationLayout::dense(k, config.k_alignment);
+}
+
 // Whether a layer runs on CUTLASS; an Error when config.backend demands it and it cannot.
-bool use_cutlass(LinearConfig const& config, std::int64_t n, std::int64_t k_lifted, std::string const& name) {
+bool use_cutlass(LinearConfig const& config, std::int64_t n, std::int64_t k, std::string const& name) {
   if (config.backend == GemmBackend::kLibrary) return false;
-  DType const c = config.compute_dtype;
-  std::string why = c == DType::kI8 || c == DType::kF8E4M3
-                        ? CutlassGemm::unsupported(c, config.activation_dtype, n, k_lifted)
-                        : fmt::format("{} layers have no CUTLASS kernels (W8A8 only)", dtype_name(c));
+  std::string const why = Linear::cutlass_unsupported(config, n, k);
   if (why.empty()) return true;
   if (config.backend == GemmBackend::kCutlass) fail(ErrorKind::kUsage, "{}: CUTLASS backend: {}", name, why);
   return false;
@@ -74,6 +80,12 @@ void LinearScratch::reserve(std::size_t x_bytes, std::size_t scale_bytes, std::s
   grow(acc_, acc_bytes_, acc_bytes);
 }
 
+std::string Linear::cutlass_unsupported(LinearConfig const& config, std::int64_t n, std::int64_t k) {
+  DType const c = config.compute_dtype;
+  if (c != DType::kI8 && c != DType::kF8E4M3) return fmt::format("{} layers have no CUTLASS kernels (W8A8 only)", dtype_name(c));
+  return CutlassGemm::unsupported(c, config.activation_dtype, n, layer_layout(config, k).k_lifted());
+}
+
 std::int64_t Linear::m_bucket(std::int64_t m) {
   if (m <= 0) fail(ErrorKind::kUsage, "Linear: M = {} must be positive", m);
   if (m <= 256) return round_up(m, 32);
@@ -86,16 +98,11 @@ Linear::Linear(LinearConfig const& config, LinearWeights const& weights, cudaStr
                io::TuningCache* tuning, std::string name, std::shared_ptr<LinearScratch> scratch)
     : config_(config),
       name_(std::move(name)),
-      // 2:4 needs no lifting (one window per block of 4: the slid layout is the identity), and
-      // the identity layout takes quant_lift's faster copy path.
-      layout_(config.pattern && config.pattern->half_block() != 2
-                  ? ActivationLayout::slid(*config.pattern, weights.weight.cols, config.k_alignment)
-                  : ActivationLayout::dense(weights.weight.cols, config.k_alignment)),
+      layout_(layer_layout(config, weights.weight.cols)),
       n_(weights.weight.rows),
+      on_cutlass_(use_cutlass(config, weights.weight.rows, weights.weight.cols, name_)),
       // CUTLASS writes y itself (N % 8 == 0 is required): no padded rows.
-      n_padded_(use_cutlass(config, weights.weight.rows, layout_.k_lifted(), name_)
-                    ? weights.weight.rows
-                    : round_up(weights.weight.rows, config.pattern ? 32 : 8)),
+      n_padded_(on_cutlass_ ? weights.weight.rows : round_up(weights.weight.rows, config.pattern ? 32 : 8)),
       device_(std::make_unique<Device>()),
       scratch_(scratch ? std::move(scratch) : std::make_shared<LinearScratch>()) {
   DType const c = config.compute_dtype;
@@ -143,7 +150,7 @@ Linear::Linear(LinearConfig const& config, LinearWeights const& weights, cudaStr
   upload(d.weight, host.data(), host.size(), stream);
   if (w8a8) upload(d.weight_scale, weights.weight_scale.data(), weights.weight_scale.size_bytes(), stream);
   if (!weights.bias.empty()) upload(d.bias, weights.bias.data(), weights.bias.size_bytes(), stream);
-  if (use_cutlass(config, n_, kl, name_)) {
+  if (on_cutlass_) {
     cutlass_ = std::make_unique<CutlassGemm>(d.weight.get(), c, config.pattern.has_value(), n_, kl, stream, tuning,
                                              config.fast_accumulation);
     if (config.pattern) {

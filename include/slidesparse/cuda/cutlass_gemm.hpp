@@ -21,6 +21,7 @@
 #include <cuda_runtime.h>
 
 #include "slidesparse/core/dtype.hpp"
+#include "slidesparse/cuda/device_buffer.hpp"
 
 namespace slidesparse::io {
 class TuningCache;
@@ -82,9 +83,8 @@ class CutlassGemm {
   io::TuningCache* tuning_;
   std::string library_version_;
   void const* weight_ = nullptr;  ///< dense: the caller's W'; sparse: values_
-  void* values_ = nullptr;        ///< sparse: compressed values (owned)
-  void* metadata_ = nullptr;      ///< sparse: metadata (owned)
-  std::size_t compressed_bytes_ = 0;
+  DeviceBuffer values_;           ///< sparse: compressed values
+  DeviceBuffer metadata_;         ///< sparse: metadata
   std::list<std::unique_ptr<Plan>> plans_;  ///< most recently used first
 };
 

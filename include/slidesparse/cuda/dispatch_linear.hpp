@@ -78,6 +78,7 @@ class DispatchLinear {
     bool from_cache = false;
   };
   Candidate const* find(std::string const& name) const noexcept;
+  Choice const* find_choice(std::int64_t m) const noexcept;  ///< M's bucket's choice, or null
 
   DispatchConfig config_;
   std::string name_;

@@ -158,6 +158,11 @@ class Linear {
   /// (256, 288, 320, ..., 512, 576, ...), so padding wastes at most 12.5 % of the rows.
   static std::int64_t m_bucket(std::int64_t m);
 
+  /// Empty when the CUTLASS backend can run a layer of this config with weight [n, k] on this
+  /// build and device (W8A8, BF16 activations, N % 8 == 0, sm_90), else why not. Ignores
+  /// config.backend.
+  static std::string cutlass_unsupported(LinearConfig const& config, std::int64_t n, std::int64_t k);
+
   std::int64_t n() const noexcept { return n_; }
   std::int64_t k() const noexcept { return layout_.k(); }
   std::int64_t k_lifted() const noexcept { return layout_.k_lifted(); }
@@ -187,6 +192,7 @@ class Linear {
   std::string name_;
   ActivationLayout layout_;
   std::int64_t n_;
+  bool on_cutlass_;  ///< the GEMM runs on CUTLASS (decided before n_padded_, which depends on it)
   std::int64_t n_padded_;
   DType acc_dtype_;
   bool fused_dense_ = false;
