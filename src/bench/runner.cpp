@@ -168,6 +168,17 @@ std::string run_text(char const* command) {
 }
 
 nlohmann::json environment(BenchOptions const& options) {
+  nlohmann::json j = gpu_environment(options.command);
+  j["seed"] = options.seed;
+  j["warmup"] = options.warmup;
+  j["repeats"] = options.repeats;
+  j["method"] = "L2 evicted before every timed call; single calls between CUDA events; median, min, max";
+  return j;
+}
+
+}  // namespace
+
+nlohmann::json gpu_environment(std::string const& command) {
   auto const env = cuda::query_cuda_environment();
   nlohmann::json j;
   if (!env.gpus.empty()) {
@@ -186,15 +197,9 @@ nlohmann::json environment(BenchOptions const& options) {
   j["nvidia_smi"] = run_text("nvidia-smi --query-gpu=driver_version,clocks.sm,clocks.max.sm,clocks.mem,"
                              "power.limit,temperature.gpu --format=csv 2>/dev/null");
   j["date"] = fmt::format("{:%Y-%m-%d %H:%M UTC}", fmt::gmtime(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now())));
-  j["command"] = options.command;
-  j["seed"] = options.seed;
-  j["warmup"] = options.warmup;
-  j["repeats"] = options.repeats;
-  j["method"] = "L2 evicted before every timed call; single calls between CUDA events; median, min, max";
+  j["command"] = command;
   return j;
 }
-
-}  // namespace
 
 std::string bench_dtype_name(DType dtype) {
   switch (dtype) {

@@ -21,5 +21,6 @@ Command register_info(CLI::App& app);
 Command register_bench(CLI::App& app);
 Command register_eval(CLI::App& app);
 Command register_generate(CLI::App& app);
+Command register_run(CLI::App& app);
 
 }  // namespace slidesparse::cli

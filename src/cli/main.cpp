@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   add(cli::register_bench);
   add(cli::register_eval);
   add(cli::register_generate);
+  add(cli::register_run);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

@@ -7,6 +7,8 @@
 #include "slidesparse/core/error.hpp"
 #include "slidesparse/core/lift.hpp"
 #include "slidesparse/core/parallel.hpp"
+#include "slidesparse/core/prune.hpp"
+#include "slidesparse/core/random.hpp"
 #include "slidesparse/core/slide.hpp"
 
 namespace slidesparse::runtime {
@@ -173,6 +175,49 @@ ModelWeights ModelWeights::random(ModelConfig const& c, std::uint64_t seed) {
   w.final_norm = random_vector(rng, static_cast<std::size_t>(c.hidden), 1.0f, 0.05f);
   w.lm_head = c.tie_embeddings ? CpuLinear(w.embed, c.vocab, c.hidden) : matrix(c.vocab, c.hidden, false);
   return w;
+}
+
+std::vector<float> random_values(std::size_t count, float mean, float stddev, std::uint64_t seed) {
+  // Uniform on [mean - a, mean + a] with a = sqrt(3) * stddev; element i from splitmix64 of
+  // (seed, i), so the result does not depend on the thread count.
+  std::vector<float> v(count);
+  float const a = std::sqrt(3.0f) * stddev;
+  std::uint64_t const stream = splitmix64(seed);
+  parallel_for(static_cast<std::int64_t>(count), 4, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t i = begin; i < end; ++i) {
+      std::uint64_t const bits = splitmix64(stream ^ static_cast<std::uint64_t>(i));
+      float const u = static_cast<float>(bits >> 40) * (1.0f / 16777216.0f);  // [0, 1), 24 bits
+      v[static_cast<std::size_t>(i)] = mean + a * (2.0f * u - 1.0f);
+    }
+  });
+  return v;
+}
+
+LayerWeights random_layer_weights(ModelConfig const& c, std::int64_t layer, std::uint64_t seed,
+                                  std::optional<SparsityPattern> pattern) {
+  c.validate();
+  if (layer < 0 || layer >= c.layers) fail(ErrorKind::kUsage, "layer {} of a {}-layer model", layer, c.layers);
+  std::uint64_t next = splitmix64(seed ^ splitmix64(static_cast<std::uint64_t>(layer) + 1));
+  auto sz = [](std::int64_t n) { return static_cast<std::size_t>(n); };
+  auto matrix = [&](std::int64_t n, std::int64_t k, bool bias, char const* name) {
+    std::vector<float> w = random_values(sz(n * k), 0.0f, 0.02f, ++next);
+    if (pattern) {
+      prune_in_place(MatrixView{DType::kF32, n, k, reinterpret_cast<std::byte*>(w.data()), name}, *pattern);
+    }
+    std::vector<float> b = bias ? random_values(sz(n), 0.0f, 0.02f, ++next) : std::vector<float>{};
+    return CpuLinear(std::move(w), n, k, std::move(b));
+  };
+  LayerWeights L;
+  L.attn_norm = random_values(sz(c.hidden), 1.0f, 0.05f, ++next);
+  L.ffn_norm = random_values(sz(c.hidden), 1.0f, 0.05f, ++next);
+  L.q = matrix(c.q_dim(), c.hidden, c.qkv_bias, "q_proj");
+  L.k = matrix(c.kv_dim(), c.hidden, c.qkv_bias, "k_proj");
+  L.v = matrix(c.kv_dim(), c.hidden, c.qkv_bias, "v_proj");
+  L.o = matrix(c.hidden, c.q_dim(), false, "o_proj");
+  L.gate = matrix(c.intermediate, c.hidden, false, "gate_proj");
+  L.up = matrix(c.intermediate, c.hidden, false, "up_proj");
+  L.down = matrix(c.hidden, c.intermediate, false, "down_proj");
+  return L;
 }
 
 void ModelWeights::validate() const {

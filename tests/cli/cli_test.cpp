@@ -31,7 +31,7 @@ Result run(std::string const& args) {
 }
 
 TEST(Cli, EveryCommandHasHelp) {
-  for (char const* command : {"convert", "slide", "verify", "inspect", "synth", "demo", "info", "bench", "eval ppl", "generate"}) {
+  for (char const* command : {"convert", "slide", "verify", "inspect", "synth", "demo", "info", "bench", "eval ppl", "generate", "run"}) {
     Result const r = run(std::string(command) + " --help");
     EXPECT_EQ(r.code, 0) << command << ": " << r.output;
     EXPECT_NE(r.output.find("Usage"), std::string::npos) << command;
@@ -50,6 +50,31 @@ TEST(Cli, BenchRejectsBadArgumentsBeforeTouchingTheGpu) {
     Result const r = run(std::string("bench --tuning-cache none ") + b.args);
     EXPECT_EQ(r.code, 2) << b.args << ": " << r.output;
     EXPECT_NE(r.output.find(b.says), std::string::npos) << b.args << ": " << r.output;
+  }
+}
+
+TEST(Cli, RunChecksItsArgumentsAndRunsOrSaysThereIsNoGpu) {
+  struct Bad {
+    char const* args;
+    char const* says;
+  };
+  for (Bad const& b : {Bad{"--dtype fp7", "unknown dtype 'fp7'"}, Bad{"--pattern 2:8", "6:8"},
+                       Bad{"--compare 2:4", "--compare takes 'dense'"}, Bad{"--model preset:gpt-5", "gpt-5"},
+                       Bad{"--model /nonexistent/dir", "/nonexistent/dir"}, Bad{"--backend fast", "unknown backend 'fast'"}}) {
+    Result const r = run(std::string("run --tuning-cache none ") + b.args);
+    EXPECT_EQ(r.code, 2) << b.args << ": " << r.output;
+    EXPECT_NE(r.output.find(b.says), std::string::npos) << b.args << ": " << r.output;
+  }
+  // A tiny preset end to end where a GPU exists; elsewhere a clear refusal.
+  Result const r = run("run --model preset:tiny-llama --dtype int8 --compare dense --batch 2 --prompt-len 9 --gen-len 5 "
+                       "--tuning-cache none");
+  if (r.code == 0) {
+    EXPECT_NE(r.output.find("speedup vs dense: prefill"), std::string::npos) << r.output;
+  } else {
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_TRUE(r.output.find("no usable GPU") != std::string::npos ||
+                r.output.find("built without the CUDA layer") != std::string::npos)
+        << r.output;
   }
 }
 

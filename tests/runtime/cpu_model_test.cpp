@@ -229,5 +229,34 @@ TEST(ModelConfig, ParsesHuggingFaceConfigsAndNamesBadFields) {
   EXPECT_THROW(ModelConfig::preset("gpt-5"), Error);
 }
 
+TEST(RandomLayerWeights, DeterministicShapedAndPruned) {
+  ModelConfig const c = ModelConfig::preset("tiny-qwen2");
+  LayerWeights const a = random_layer_weights(c, 1, 77, std::nullopt);
+  LayerWeights const b = random_layer_weights(c, 1, 77, std::nullopt);
+  LayerWeights const other = random_layer_weights(c, 0, 77, std::nullopt);
+  EXPECT_EQ(a.gate.weight(), b.gate.weight());
+  EXPECT_NE(a.gate.weight(), other.gate.weight());
+  EXPECT_EQ(a.q.n(), c.q_dim());
+  EXPECT_EQ(a.down.k(), c.intermediate);
+  EXPECT_EQ(a.q.bias().size(), static_cast<std::size_t>(c.q_dim()));  // Qwen2: q/k/v bias
+  // Uniform with standard deviation 0.02: sample variance of the 80 x 48 up_proj within 10 %.
+  double sum = 0, sq = 0;
+  for (float x : a.up.weight()) sum += x, sq += static_cast<double>(x) * x;
+  double const n = static_cast<double>(a.up.weight().size());
+  EXPECT_NEAR(std::sqrt(sq / n - (sum / n) * (sum / n)), 0.02, 0.002);
+  // Pruned: every block of 8 along K keeps at most 6 nonzeros (K = 48 and 80: whole blocks).
+  LayerWeights const p = random_layer_weights(c, 1, 77, SparsityPattern::parse("6:8"));
+  for (CpuLinear const* lin : {&p.q, &p.k, &p.v, &p.o, &p.gate, &p.up, &p.down}) {
+    for (std::int64_t r = 0; r < lin->n(); ++r) {
+      for (std::int64_t b0 = 0; b0 < lin->k(); b0 += 8) {
+        int nonzero = 0;
+        for (std::int64_t j = b0; j < std::min(b0 + 8, lin->k()); ++j) nonzero += lin->weight()[static_cast<std::size_t>(r * lin->k() + j)] != 0.0f;
+        ASSERT_LE(nonzero, 6) << "row " << r << " block " << b0 / 8;
+      }
+    }
+  }
+  EXPECT_THROW(random_layer_weights(c, c.layers, 77, std::nullopt), Error);
+}
+
 }  // namespace
 }  // namespace slidesparse::runtime

@@ -52,6 +52,10 @@ struct BenchOptions {
 /// Short dtype names used in reports: fp8, int8, bf16, fp16.
 std::string bench_dtype_name(DType dtype);
 
+/// GPU name and SM count, CUDA runtime / driver, cuBLASLt, cuSPARSELt and CUTLASS versions,
+/// nvidia-smi's clocks and power, the date and `command`: what every GPU figure carries.
+nlohmann::json gpu_environment(std::string const& command);
+
 Report run_benchmark(BenchOptions const& options);
 
 }  // namespace slidesparse::bench

@@ -18,6 +18,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -90,6 +91,15 @@ struct ModelWeights {
   /// pattern: prune first). Embeddings, norms and lm_head stay dense.
   void slide_projections(SparsityPattern pattern);
 };
+
+/// Random weights of one layer with the config's shapes (uniform, std 0.02; norms near 1),
+/// generated in parallel, deterministic in (seed, layer); projections magnitude-pruned to
+/// `pattern` when given. For the presets: a 7B layer in well under a second.
+LayerWeights random_layer_weights(ModelConfig const& config, std::int64_t layer, std::uint64_t seed,
+                                  std::optional<SparsityPattern> pattern);
+/// Random float values (uniform, standard deviation `stddev`, mean `mean`), parallel.
+std::vector<float> random_values(std::size_t count, float mean, float stddev, std::uint64_t seed);
+
 
 /// A sequence's KV cache: [layers][capacity][kv_dim] for K and V.
 struct Sequence {

@@ -1,0 +1,269 @@
+#include "slidesparse/bench/model_run.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "slidesparse/bench/runner.hpp"
+#include "slidesparse/core/error.hpp"
+#include "slidesparse/core/random.hpp"
+#include "slidesparse/cuda/check.hpp"
+#include "slidesparse/cuda/device_info.hpp"
+#include "slidesparse/io/gguf.hpp"
+#include "slidesparse/io/tuning_cache.hpp"
+#include "slidesparse/runtime/gguf_loader.hpp"
+#include "slidesparse/runtime/gpu_model.hpp"
+#include "slidesparse/runtime/hf_loader.hpp"
+#include "slidesparse/runtime/perplexity.hpp"
+
+namespace slidesparse::bench {
+namespace {
+
+using runtime::GpuModel;
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+nlohmann::json stats_ms(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  double const median = v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  return {{"median_ms", median}, {"min_ms", v.front()}, {"max_ms", v.back()}, {"runs", v.size()}};
+}
+
+nlohmann::json breakdown_json(runtime::TimeBreakdown const& b) {
+  double const total = b.total_ms();
+  auto share = [&](double x) { return total > 0 ? x / total : 0.0; };
+  nlohmann::json ops;
+  for (auto const& [name, ms] : b.by_operation) ops[name] = ms;
+  return {{"linear_ms", b.linear_ms},       {"attention_ms", b.attention_ms}, {"other_ms", b.other_ms},
+          {"linear_share", share(b.linear_ms)}, {"attention_share", share(b.attention_ms)},
+          {"other_share", share(b.other_ms)}, {"by_operation_ms", ops}};
+}
+
+// Builds the model of one variant. Presets generate each layer's random weights on the fly
+// (pruned by magnitude for a pattern); files load as float32, then prune.
+std::unique_ptr<GpuModel> build_model(ModelRunOptions const& o, std::optional<SparsityPattern> pattern) {
+  runtime::GpuModelOptions mo;
+  mo.compute_dtype = o.dtype;
+  mo.pattern = pattern;
+  mo.backend = o.backend;
+  std::string const prefix = "preset:";
+  if (o.model.rfind(prefix, 0) == 0) {
+    runtime::ModelConfig const c = runtime::ModelConfig::preset(o.model.substr(prefix.size()));
+    std::vector<float> const embed =
+        runtime::random_values(static_cast<std::size_t>(c.vocab * c.hidden), 0.0f, 0.02f, splitmix64(o.seed));
+    std::vector<float> const norm = runtime::random_values(static_cast<std::size_t>(c.hidden), 1.0f, 0.05f, o.seed + 7);
+    std::unique_ptr<runtime::CpuLinear> head;
+    if (!c.tie_embeddings) {
+      head = std::make_unique<runtime::CpuLinear>(
+          runtime::random_values(static_cast<std::size_t>(c.vocab * c.hidden), 0.0f, 0.02f, o.seed + 11), c.vocab, c.hidden);
+    }
+    return std::make_unique<GpuModel>(
+        c, embed, norm, head.get(),
+        [&](std::int64_t l) {
+          auto const t0 = std::chrono::steady_clock::now();
+          runtime::LayerWeights w = runtime::random_layer_weights(c, l, o.seed, pattern);
+          if (o.progress) {
+            o.progress(fmt::format("{}: layer {}/{} (weights generated in {:.2f} s)", c.name, l + 1, c.layers, seconds_since(t0)));
+          }
+          return w;
+        },
+        mo, o.tuning);
+  }
+  std::filesystem::path const path(o.model);
+  runtime::ModelWeights w = std::filesystem::is_directory(path)
+                                ? runtime::load_hf_weights(path)
+                                : runtime::load_gguf_weights(io::GgufFile::open(path));
+  if (pattern) runtime::prune_model(w, *pattern);
+  return std::make_unique<GpuModel>(w, mo, o.tuning);
+}
+
+nlohmann::json run_variant(ModelRunOptions const& o, std::optional<SparsityPattern> pattern) {
+  std::string const name = pattern ? pattern->to_string() : "dense";
+  auto say = [&](std::string const& s) {
+    if (o.progress) o.progress(fmt::format("[{}] {}", name, s));
+  };
+  auto const load_start = std::chrono::steady_clock::now();
+  std::unique_ptr<GpuModel> model = build_model(o, pattern);
+  double const load_s = seconds_since(load_start);
+  runtime::ModelConfig const& c = model->config();
+  std::int64_t const B = o.batch, P = o.prompt_len, G = o.gen_len;
+  // Capacity: the prompt, the generated tokens, and one spare step.
+  model->reserve(B, P + G + 1, B * P);
+  say(fmt::format("loaded in {:.1f} s; prefill B={} P={} (M={})", load_s, B, P, B * P));
+
+  // Prompts: random token ids (throughput does not depend on the text), one per sequence.
+  std::vector<std::vector<int>> prompts(static_cast<std::size_t>(B));
+  for (std::int64_t s = 0; s < B; ++s) {
+    auto& p = prompts[static_cast<std::size_t>(s)];
+    p.resize(static_cast<std::size_t>(P));
+    for (std::int64_t t = 0; t < P; ++t) {
+      p[static_cast<std::size_t>(t)] =
+          static_cast<int>(splitmix64(o.seed ^ (static_cast<std::uint64_t>(s) << 32) ^ static_cast<std::uint64_t>(t)) %
+                           static_cast<std::uint64_t>(c.vocab));
+    }
+  }
+  std::vector<runtime::SequenceStep> steps;
+  for (std::int64_t s = 0; s < B; ++s) steps.push_back({s, prompts[static_cast<std::size_t>(s)]});
+  cudaEvent_t start = nullptr, stop = nullptr;
+  SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&start));
+  SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&stop));
+  auto prefill = [&]() {
+    for (std::int64_t s = 0; s < B; ++s) model->reset(s);
+    SLIDESPARSE_CUDA_CHECK(cudaEventRecord(start, model->stream()));
+    model->forward(steps, false);
+    SLIDESPARSE_CUDA_CHECK(cudaEventRecord(stop, model->stream()));
+    SLIDESPARSE_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    SLIDESPARSE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    return static_cast<double>(ms);
+  };
+  double const first_ms = prefill();  // warm-up: plans, tuning (or the tuning cache)
+  std::vector<double> prefill_ms;
+  for (int r = 0; r < o.repeats; ++r) prefill_ms.push_back(prefill());
+  nlohmann::json prefill_json = stats_ms(prefill_ms);
+  double const prefill_median = prefill_json["median_ms"];
+  prefill_json["first_call_ms"] = first_ms;
+  prefill_json["tokens"] = B * P;
+  prefill_json["tokens_per_s"] = static_cast<double>(B * P) / (prefill_median / 1e3);
+  say(fmt::format("prefill {:.2f} ms (median of {}), {:.0f} tokens/s", prefill_median, o.repeats,
+                  prefill_json["tokens_per_s"].get<double>()));
+
+  nlohmann::json decode_json;
+  if (G > 0) {
+    // Decode right after the last prefill: the sequences hold P tokens and a next token each.
+    model->decode_greedy(B, G, o.use_graph);
+    double const ms = model->last_decode_ms();
+    decode_json = {{"steps", G},
+                   {"total_ms", ms},
+                   {"ms_per_step", ms / static_cast<double>(G)},
+                   {"tokens_per_s", static_cast<double>(B * G) / (ms / 1e3)},
+                   {"graph", o.use_graph},
+                   {"context", fmt::format("{} .. {}", P, P + G)}};
+    say(fmt::format("decode {:.3f} ms/step, {:.0f} tokens/s", ms / static_cast<double>(G),
+                    decode_json["tokens_per_s"].get<double>()));
+  }
+
+  nlohmann::json breakdown;
+  if (o.profile) {
+    model->set_profiling(true);
+    model->clear_breakdown();
+    for (std::int64_t s = 0; s < B; ++s) model->reset(s);
+    model->forward(steps, false);
+    breakdown["prefill"] = breakdown_json(model->breakdown());
+    say("prefill profile (ms): " + breakdown["prefill"]["by_operation_ms"].dump());
+    if (G > 0) {
+      model->clear_breakdown();
+      std::int64_t const profiled = std::min<std::int64_t>(G, 16);
+      model->decode_greedy(B, profiled, false);
+      breakdown["decode"] = breakdown_json(model->breakdown());
+      breakdown["decode"]["steps"] = profiled;
+      say(fmt::format("decode profile ({} steps, ms): {}", profiled, breakdown["decode"]["by_operation_ms"].dump()));
+    }
+    model->set_profiling(false);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  runtime::GpuModelMemory const mem = model->memory();
+  return {{"variant", name},
+          {"load_s", load_s},
+          {"prefill", prefill_json},
+          {"decode", decode_json},
+          {"breakdown", breakdown},
+          {"gemms_prefill", model->describe_gemms(B * P)},
+          {"gemms_decode", G > 0 ? model->describe_gemms(B) : ""},
+          {"memory", {{"weights_bytes", mem.weights}, {"kv_cache_bytes", mem.kv_cache}, {"activation_bytes", mem.activations}}}};
+}
+
+}  // namespace
+
+nlohmann::json run_model(ModelRunOptions const& o) {
+  if (o.batch < 1 || o.prompt_len < 1 || o.gen_len < 0 || o.repeats < 1) {
+    fail(ErrorKind::kUsage, "run: batch, prompt length and repeats must be positive, gen length non-negative");
+  }
+  // The model must exist before the GPU is asked for (a typo is a usage error on any machine).
+  if (o.model.rfind("preset:", 0) == 0) {
+    (void)runtime::ModelConfig::preset(o.model.substr(7));
+  } else if (!std::filesystem::exists(o.model)) {
+    fail(ErrorKind::kUsage, "run: model '{}' is neither preset:NAME nor an existing directory or .gguf file", o.model);
+  }
+  if (std::string const problem = cuda::query_cuda_environment().problem; !problem.empty()) {
+    fail(ErrorKind::kUsage, "run: no usable GPU: {}", problem);
+  }
+  nlohmann::json result;
+  result["environment"] = gpu_environment(o.command);
+  result["model"] = o.model;
+  result["dtype"] = bench_dtype_name(o.dtype);
+  result["batch"] = o.batch;
+  result["prompt_len"] = o.prompt_len;
+  result["gen_len"] = o.gen_len;
+  result["seed"] = o.seed;
+  result["method"] =
+      "prefill: B sequences of P tokens in one step, output length 1, CUDA events around the step, warm-up then "
+      "median of repeats; decode: G greedy steps of one token per sequence (CUDA graph per step), events around "
+      "all steps";
+  result["variants"] = nlohmann::json::array();
+  result["variants"].push_back(run_variant(o, o.pattern));
+  if (o.compare_dense && o.pattern) {
+    result["variants"].push_back(run_variant(o, std::nullopt));
+    nlohmann::json const& s = result["variants"][0];
+    nlohmann::json const& d = result["variants"][1];
+    nlohmann::json speedup;
+    speedup["prefill"] = d["prefill"]["median_ms"].get<double>() / s["prefill"]["median_ms"].get<double>();
+    if (o.gen_len > 0) speedup["decode"] = d["decode"]["total_ms"].get<double>() / s["decode"]["total_ms"].get<double>();
+    if (o.profile) {
+      // What the linear layers alone gained, and the end-to-end speedup that gain predicts from
+      // the dense profile's linear share (Amdahl): the runtime should deliver >= 0.9 of it.
+      double const ls = s["breakdown"]["prefill"]["linear_ms"], ld = d["breakdown"]["prefill"]["linear_ms"];
+      double const share = d["breakdown"]["prefill"]["linear_share"];
+      double const linear_speedup = ld / ls;
+      speedup["prefill_linear"] = linear_speedup;
+      speedup["prefill_expected"] = 1.0 / ((1.0 - share) + share / linear_speedup);
+    }
+    result["speedup_vs_dense"] = speedup;
+  }
+  return result;
+}
+
+std::string model_run_summary(nlohmann::json const& r) {
+  std::string out = fmt::format("{} · {} · batch {} · prompt {} · generate {}\n", r.value("model", ""), r.value("dtype", ""),
+                                r.value("batch", 0), r.value("prompt_len", 0), r.value("gen_len", 0));
+  auto const& env = r["environment"];
+  auto field = [&](char const* key) { return env.contains(key) ? env[key].dump() : std::string("?"); };
+  out += fmt::format("GPU {} · CUDA runtime {} · cuBLASLt {} · cuSPARSELt {} · CUTLASS {} · {}\n", field("gpu"),
+                     field("cuda_runtime"), field("cublaslt"), field("cusparselt"), field("cutlass"), field("date"));
+  out += "| variant | prefill ms | prefill tok/s | decode ms/step | decode tok/s | linear / attention / other (prefill) | weights GiB |\n";
+  out += "|---|---:|---:|---:|---:|---|---:|\n";
+  for (auto const& v : r["variants"]) {
+    std::string split = "-";
+    if (v["breakdown"].contains("prefill")) {
+      auto const& b = v["breakdown"]["prefill"];
+      split = fmt::format("{:.0f} % / {:.0f} % / {:.0f} %", 100 * b["linear_share"].get<double>(),
+                          100 * b["attention_share"].get<double>(), 100 * b["other_share"].get<double>());
+    }
+    bool const dec = !v["decode"].is_null();
+    out += fmt::format("| {} | {:.2f} | {:.0f} | {} | {} | {} | {:.2f} |\n", v["variant"].get<std::string>(),
+                       v["prefill"]["median_ms"].get<double>(), v["prefill"]["tokens_per_s"].get<double>(),
+                       dec ? fmt::format("{:.3f}", v["decode"]["ms_per_step"].get<double>()) : "-",
+                       dec ? fmt::format("{:.0f}", v["decode"]["tokens_per_s"].get<double>()) : "-", split,
+                       static_cast<double>(v["memory"]["weights_bytes"].get<std::size_t>()) / (1 << 30));
+  }
+  if (r.contains("speedup_vs_dense")) {
+    auto const& s = r["speedup_vs_dense"];
+    out += fmt::format("speedup vs dense: prefill {:.3f}x", s["prefill"].get<double>());
+    if (s.contains("decode")) out += fmt::format(", decode {:.3f}x", s["decode"].get<double>());
+    if (s.contains("prefill_linear")) {
+      out += fmt::format(" (linear layers {:.3f}x; their share predicts {:.3f}x end to end)", s["prefill_linear"].get<double>(),
+                         s["prefill_expected"].get<double>());
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+}  // namespace slidesparse::bench

@@ -1,0 +1,124 @@
+// `slidesparse run`: end-to-end prefill and decode throughput of the GPU decoder (see
+// bench/model_run.hpp), one dtype and pattern, optionally beside dense; JSON + a table.
+#include <charconv>
+#include <chrono>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "commands.hpp"
+#include "slidesparse/core/dtype.hpp"
+#include "slidesparse/core/error.hpp"
+#include "slidesparse/core/pattern.hpp"
+#include "slidesparse/io/hf_checkpoint.hpp"
+#include "slidesparse/io/tuning_cache.hpp"
+#ifdef SLIDESPARSE_HAVE_CUDA
+#include "slidesparse/bench/model_run.hpp"
+#endif
+
+namespace slidesparse::cli {
+namespace {
+
+struct RunArgs {
+  std::string model = "preset:qwen2.5-7b";
+  std::string pattern = "6:8";
+  std::string dtype = "fp8";
+  std::string compare;
+  std::string backend = "auto";
+  std::int64_t batch = 8;
+  std::int64_t prompt_len = 512;
+  std::int64_t gen_len = 128;
+  int repeats = 3;
+  bool no_profile = false;
+  bool no_graph = false;
+  std::uint64_t seed = 2026;
+  std::string json;
+  std::string tuning_cache;
+};
+
+}  // namespace
+
+Command register_run(CLI::App& app) {
+  auto args = std::make_shared<RunArgs>();
+  auto* sub = app.add_subcommand("run", "End-to-end prefill and decode throughput of a Llama / Qwen2 model on the GPU, "
+                                        "dense or SlideSparse (prints tokens/s, writes JSON)");
+  sub->add_option("--model", args->model,
+                  "preset:NAME (random weights with the real shapes: llama3.2-1b, llama3.2-3b, llama3.1-8b, "
+                  "qwen2.5-7b, qwen2.5-14b, tiny-llama, tiny-qwen2), a Hugging Face directory or a .gguf file "
+                  "(default preset:qwen2.5-7b)");
+  sub->add_option("--pattern", args->pattern, "dense, or a pattern the projections are pruned to by magnitude (default 6:8)");
+  sub->add_option("--dtype", args->dtype, "fp8, int8 or bf16 (W8A8 for fp8/int8; default fp8)");
+  sub->add_option("--compare", args->compare, "'dense': also run the dense model of the same dtype and report the speedup");
+  sub->add_option("--backend", args->backend, "GEMM backend for the projections: auto, library or cutlass (default auto)");
+  sub->add_option("--batch", args->batch, "Sequences B (default 8)")->check(CLI::Range(1, 4096));
+  sub->add_option("--prompt-len", args->prompt_len, "Prompt tokens P per sequence; prefill M = B*P (default 512)")
+      ->check(CLI::Range(1, 1 << 20));
+  sub->add_option("--gen-len", args->gen_len, "Greedy decode steps G (default 128; 0: prefill only)")->check(CLI::Range(0, 1 << 20));
+  sub->add_option("--repeats", args->repeats, "Timed prefill steps (median, min, max; default 3)")->check(CLI::Range(1, 1000));
+  sub->add_flag("--no-profile", args->no_profile, "Skip the profiled pass (time split into linear / attention / other)");
+  sub->add_flag("--no-graph", args->no_graph, "Decode without CUDA graphs");
+  sub->add_option("--seed", args->seed, "Seed of the preset weights and of the prompts");
+  sub->add_option("--json", args->json, "Write the result as JSON to this file");
+  sub->add_option("--tuning-cache", args->tuning_cache,
+                  "Tuning cache file (default $SLIDESPARSE_TUNING_CACHE or ~/.cache/slidesparse/tuning.json; "
+                  "'none': tune in memory only)");
+  return [args]() -> int {
+    DType dtype{};
+    if (args->dtype == "fp8") dtype = DType::kF8E4M3;
+    else if (args->dtype == "int8") dtype = DType::kI8;
+    else if (args->dtype == "bf16") dtype = DType::kBF16;
+    else fail(ErrorKind::kUsage, "run: unknown dtype '{}' (fp8, int8, bf16)", args->dtype);
+    std::optional<SparsityPattern> pattern;
+    if (args->pattern != "dense") pattern = SparsityPattern::parse(args->pattern);
+    if (!args->compare.empty() && args->compare != "dense") {
+      fail(ErrorKind::kUsage, "run: --compare takes 'dense', not '{}'", args->compare);
+    }
+#ifdef SLIDESPARSE_HAVE_CUDA
+    bench::ModelRunOptions o;
+    o.model = args->model;
+    o.dtype = dtype;
+    o.pattern = pattern;
+    o.compare_dense = !args->compare.empty();
+    if (args->backend == "auto") o.backend = cuda::GemmBackend::kAuto;
+    else if (args->backend == "library") o.backend = cuda::GemmBackend::kLibrary;
+    else if (args->backend == "cutlass") o.backend = cuda::GemmBackend::kCutlass;
+    else fail(ErrorKind::kUsage, "run: unknown backend '{}' (auto, library, cutlass)", args->backend);
+    o.batch = args->batch;
+    o.prompt_len = args->prompt_len;
+    o.gen_len = args->gen_len;
+    o.repeats = args->repeats;
+    o.profile = !args->no_profile;
+    o.use_graph = !args->no_graph;
+    o.seed = args->seed;
+    std::filesystem::path const cache_path =
+        args->tuning_cache == "none" ? std::filesystem::path()
+                                     : (args->tuning_cache.empty() ? io::TuningCache::default_path()
+                                                                   : std::filesystem::path(args->tuning_cache));
+    io::TuningCache tuning = cache_path.empty() ? io::TuningCache() : io::TuningCache(cache_path);
+    o.tuning = &tuning;
+    o.command = fmt::format("slidesparse run --model {} --pattern {} --dtype {}{} --backend {} --batch {} --prompt-len {} "
+                            "--gen-len {} --repeats {} --seed {}{}{}",
+                            args->model, args->pattern, args->dtype, o.compare_dense ? " --compare dense" : "",
+                            args->backend, args->batch, args->prompt_len, args->gen_len, args->repeats, args->seed,
+                            args->no_profile ? " --no-profile" : "", args->no_graph ? " --no-graph" : "");
+    auto const started = std::chrono::steady_clock::now();
+    o.progress = [started](std::string const& line) {
+      double const s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      fmt::print(stderr, "run: [{:7.1f} s] {}\n", s, line);
+    };
+    nlohmann::json const result = bench::run_model(o);
+    tuning.save();
+    fmt::print("{}\n{}", o.command, bench::model_run_summary(result));
+    if (!args->json.empty()) {
+      io::write_text_file_atomic(args->json, result.dump(1) + "\n");
+      fmt::print("wrote {}\n", args->json);
+    }
+    return 0;
+#else
+    (void)dtype;
+    fail(ErrorKind::kUsage, "run: this binary was built without the CUDA layer (no CUDA toolkit at configure time)");
+#endif
+  };
+}
+
+}  // namespace slidesparse::cli
