@@ -22,5 +22,6 @@ Command register_bench(CLI::App& app);
 Command register_eval(CLI::App& app);
 Command register_generate(CLI::App& app);
 Command register_run(CLI::App& app);
+Command register_calibrate(CLI::App& app);
 
 }  // namespace slidesparse::cli

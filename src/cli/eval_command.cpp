@@ -1,6 +1,9 @@
 // `slidesparse eval ppl`: perplexity of a GGUF llama model (CPU reference backend) on a text
 // file, dense or with the projections pruned to a pattern; JSON result, progress on stderr.
+#include <charconv>
 #include <chrono>
+#include <filesystem>
+#include <optional>
 #include <fstream>
 #include <sstream>
 #include <unistd.h>
@@ -13,6 +16,7 @@
 #include "slidesparse/io/gguf.hpp"
 #include "slidesparse/io/hf_checkpoint.hpp"
 #include "slidesparse/runtime/gguf_loader.hpp"
+#include "slidesparse/runtime/hf_loader.hpp"
 #include "slidesparse/runtime/perplexity.hpp"
 
 namespace slidesparse::cli {
@@ -116,6 +120,72 @@ Command register_eval(CLI::App& app) {
                args->pattern, importance ? " (importance)" : "", args->slide ? " (SlideSparse path)" : "", r.perplexity(), r.scored, r.first_half_perplexity(), r.second_half_perplexity(), args->context,
                seconds);
     if (!args->json.empty()) io::write_text_file_atomic(args->json, result.dump(1) + "\n");
+    return 0;
+  };
+}
+
+Command register_calibrate(CLI::App& app) {
+  struct CalibrateArgs {
+    std::string model, text, token_ids, tokenizer, out;
+    std::int64_t tokens = 512;
+    std::int64_t context = 512;
+  };
+  auto args = std::make_shared<CalibrateArgs>();
+  auto* sub = app.add_subcommand("calibrate", "Run a model over calibration text on the CPU and write the per-input-channel "
+                                              "activation norms that convert --prune importance uses (Wanda)");
+  sub->add_option("--model", args->model, "A llama-architecture GGUF file or a Hugging Face Llama / Qwen2 directory")->required();
+  sub->add_option("--text", args->text, "Calibration text (e.g. ../shared/data/wikitext-2/valid.txt)");
+  sub->add_option("--token-ids", args->token_ids, "Calibration token ids instead of text: a file of whitespace-separated integers");
+  sub->add_option("--tokenizer", args->tokenizer,
+                  "GGUF file whose tokenizer encodes --text (default: the model's own, for a GGUF model)");
+  sub->add_option("--tokens", args->tokens, "Calibration tokens (from the start of the text)")->check(CLI::Range(1, 100000000));
+  sub->add_option("--ctx", args->context, "Tokens per window")->check(CLI::Range(1, 1000000));
+  sub->add_option("--out", args->out, "Output safetensors file (one F32 [K] vector per projection weight)")->required();
+  return [args]() -> int {
+    if (args->text.empty() == args->token_ids.empty()) {
+      fail(ErrorKind::kUsage, "calibrate: give exactly one of --text and --token-ids");
+    }
+    bool const gguf = !std::filesystem::is_directory(args->model);
+    std::optional<io::GgufFile> model_file;
+    if (gguf) model_file.emplace(io::GgufFile::open(args->model));
+    runtime::ModelWeights weights = gguf ? runtime::load_gguf_weights(*model_file) : runtime::load_hf_weights(args->model);
+    std::vector<int> ids;
+    if (!args->token_ids.empty()) {
+      std::istringstream in(read_text(args->token_ids));
+      std::string word;
+      for (std::size_t i = 0; in >> word; ++i) {
+        int v = 0;
+        auto const [end, ec] = std::from_chars(word.data(), word.data() + word.size(), v);
+        if (ec != std::errc{} || end != word.data() + word.size() || v < 0 || v >= weights.config.vocab) {
+          fail(ErrorKind::kInvalidInput, "calibrate: {}: entry {} ('{}') is not a token id in 0..{}", args->token_ids, i, word,
+               weights.config.vocab - 1);
+        }
+        ids.push_back(v);
+      }
+    } else {
+      std::optional<io::GgufFile> tokenizer_file;
+      if (!args->tokenizer.empty()) tokenizer_file.emplace(io::GgufFile::open(args->tokenizer));
+      io::GgufFile const* source = tokenizer_file ? &*tokenizer_file : (model_file ? &*model_file : nullptr);
+      if (!source) {
+        fail(ErrorKind::kUsage, "calibrate: {} is a Hugging Face directory, whose tokenizer.json this tool does not read "
+             "yet: give --token-ids FILE, or --tokenizer FILE.gguf of the same model", args->model);
+      }
+      runtime::BpeTokenizer const tokenizer(runtime::gguf_tokenizer_data(*source));
+      ids = tokenizer.encode(read_text(args->text), {.add_special = false, .missing_byte = runtime::MissingByte::kSkip});
+    }
+    if (static_cast<std::int64_t>(ids.size()) > args->tokens) ids.resize(static_cast<std::size_t>(args->tokens));
+    if (ids.empty()) fail(ErrorKind::kInvalidInput, "calibrate: no calibration tokens");
+    auto const start = std::chrono::steady_clock::now();
+    runtime::ModelConfig const config = weights.config;
+    runtime::CpuModel const model(std::move(weights));
+    runtime::ActivationStats const stats = runtime::calibrate(model, ids, args->context);
+    runtime::write_importance(stats, config, args->out,
+                              {{"model", args->model},
+                               {"calibration_source", args->text.empty() ? args->token_ids : args->text},
+                               {"context", std::to_string(args->context)}});
+    double const seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    fmt::print("calibrate: {} tokens through {} ({} layers) in {:.1f} s; wrote {} ({} vectors)\n", stats.tokens, args->model,
+               config.layers, seconds, args->out, 7 * config.layers);
     return 0;
   };
 }

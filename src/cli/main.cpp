@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   add(cli::register_eval);
   add(cli::register_generate);
   add(cli::register_run);
+  add(cli::register_calibrate);
   try {
     app.parse(argc, argv);
   } catch (CLI::ParseError const& e) {

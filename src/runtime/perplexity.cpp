@@ -2,9 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+
+#include <fmt/format.h>
 
 #include "slidesparse/core/error.hpp"
 #include "slidesparse/core/prune.hpp"
+#include "slidesparse/io/safetensors.hpp"
 
 namespace slidesparse::runtime {
 namespace {
@@ -95,6 +99,43 @@ ActivationStats calibrate(CpuModel const& model, std::span<int const> tokens, st
     model.forward(seq, tokens.subspan(begin, count), false, &stats);
   }
   return stats;
+}
+
+void write_importance(ActivationStats const& stats, ModelConfig const& config, std::filesystem::path const& path,
+                      std::map<std::string, std::string> metadata) {
+  if (static_cast<std::int64_t>(stats.sum_squares.size()) != config.layers || stats.tokens == 0) {
+    fail(ErrorKind::kUsage, "calibrate: statistics of {} layers over {} tokens for a {}-layer model", stats.sum_squares.size(),
+         stats.tokens, config.layers);
+  }
+  // (tensor name suffix, site) per projection; sites as in ActivationStats.
+  static constexpr std::pair<char const*, std::size_t> kProjections[] = {
+      {"self_attn.q_proj.weight", 0}, {"self_attn.k_proj.weight", 0}, {"self_attn.v_proj.weight", 0},
+      {"self_attn.o_proj.weight", 1}, {"mlp.gate_proj.weight", 2},    {"mlp.up_proj.weight", 2},
+      {"mlp.down_proj.weight", 3}};
+  std::int64_t const widths[4] = {config.hidden, config.q_dim(), config.hidden, config.intermediate};
+  std::vector<io::TensorSpec> specs;
+  std::vector<std::pair<std::size_t, std::size_t>> sources;  // (layer, site) of each spec
+  for (std::int64_t l = 0; l < config.layers; ++l) {
+    for (auto const& [suffix, site] : kProjections) {
+      auto const& sums = stats.sum_squares[static_cast<std::size_t>(l)][site];
+      if (static_cast<std::int64_t>(sums.size()) != widths[site]) {
+        fail(ErrorKind::kUsage, "calibrate: layer {} {} has {} channel statistics, the config needs {}", l, suffix,
+             sums.size(), widths[site]);
+      }
+      specs.push_back({fmt::format("model.layers.{}.{}", l, suffix), DType::kF32, {widths[site]}});
+      sources.emplace_back(static_cast<std::size_t>(l), site);
+    }
+  }
+  metadata["format"] = "pt";
+  metadata["slidesparse_importance"] = "||x_k||_2 of each projection's input channel k (Wanda), for convert --prune importance";
+  metadata["calibration_tokens"] = std::to_string(stats.tokens);
+  io::SafetensorsWriter writer(path, specs, std::move(metadata));
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    std::vector<float> const norms = stats.norms(sources[i].first, sources[i].second);
+    std::span<std::byte> const out = writer.bytes(i);
+    std::memcpy(out.data(), norms.data(), out.size());
+  }
+  writer.commit();
 }
 
 std::vector<int> greedy_generate(CpuModel const& model, std::span<int const> prompt, std::int64_t max_new,

@@ -31,7 +31,7 @@ Result run(std::string const& args) {
 }
 
 TEST(Cli, EveryCommandHasHelp) {
-  for (char const* command : {"convert", "slide", "verify", "inspect", "synth", "demo", "info", "bench", "eval ppl", "generate", "run"}) {
+  for (char const* command : {"convert", "slide", "verify", "inspect", "synth", "demo", "info", "bench", "eval ppl", "generate", "run", "calibrate"}) {
     Result const r = run(std::string(command) + " --help");
     EXPECT_EQ(r.code, 0) << command << ": " << r.output;
     EXPECT_NE(r.output.find("Usage"), std::string::npos) << command;
@@ -100,6 +100,36 @@ TEST(Cli, DemoPasses) {
   EXPECT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("exact: yes"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("PASS"), std::string::npos) << r.output;
+}
+
+TEST(Cli, CalibrateFeedsConvertPruneImportance) {
+  test::TempDir dir;
+  std::string const d = dir.path().string();
+  ASSERT_EQ(run("synth " + d + "/dense").code, 0);
+  {
+    std::ofstream ids(d + "/ids.txt");
+    for (int i = 0; i < 300; ++i) ids << (i * 37 + 5) % 512 << (i % 20 == 19 ? "\n" : " ");
+  }
+  Result const calibrated = run("calibrate --model " + d + "/dense --token-ids " + d + "/ids.txt --tokens 200 --ctx 64 --out " +
+                                d + "/importance.safetensors");
+  ASSERT_EQ(calibrated.code, 0) << calibrated.output;
+  EXPECT_NE(calibrated.output.find("200 tokens"), std::string::npos) << calibrated.output;
+  Result const converted = run("convert " + d + "/dense " + d + "/out --pattern 6:8 --prune importance --importance " + d +
+                               "/importance.safetensors --no-progress");
+  ASSERT_EQ(converted.code, 0) << converted.output;
+  EXPECT_EQ(run("verify " + d + "/out --pattern 6:8").code, 0);
+  // Errors: text without a tokenizer for a Hugging Face directory; a bad token id, located.
+  Result const no_tokenizer = run("calibrate --model " + d + "/dense --text " + d + "/ids.txt --out " + d + "/x.safetensors");
+  EXPECT_EQ(no_tokenizer.code, 2);
+  EXPECT_NE(no_tokenizer.output.find("--token-ids"), std::string::npos) << no_tokenizer.output;
+  {
+    std::ofstream bad(d + "/bad.txt");
+    bad << "1 2 512 3";
+  }
+  Result const bad = run("calibrate --model " + d + "/dense --token-ids " + d + "/bad.txt --out " + d + "/x.safetensors");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.output.find("entry 2 ('512')"), std::string::npos) << bad.output;
+  EXPECT_FALSE(std::filesystem::exists(d + "/x.safetensors"));
 }
 
 TEST(Cli, ConvertVerifyInspectSlideRoundTrip) {

@@ -4,6 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
 #include <functional>
 #include <optional>
 #include <span>
@@ -44,6 +47,14 @@ void prune_model(ModelWeights& weights, SparsityPattern pattern, ActivationStats
 /// Runs the model over `tokens` in windows of `context` and collects the projections' input
 /// statistics (the calibration pass behind importance pruning).
 ActivationStats calibrate(CpuModel const& model, std::span<int const> tokens, std::int64_t context);
+/// Writes the importance vectors of a calibration pass for `slidesparse convert --prune
+/// importance`: one F32 [K] tensor per projection, named like its Hugging Face weight
+/// ("model.layers.<l>.self_attn.{q,k,v,o}_proj.weight", "model.layers.<l>.mlp.{gate,up,down}_proj.weight"),
+/// value ||x_k||_2 of that projection's input channel k (q/k/v share one vector, as gate/up do).
+/// Atomic (temporary file renamed when complete); `metadata` goes into the header.
+/// Throws Error(kUsage) when the statistics do not cover every layer and site of the config.
+void write_importance(ActivationStats const& stats, ModelConfig const& config, std::filesystem::path const& path,
+                      std::map<std::string, std::string> metadata = {});
 
 /// Greedy decoding: runs the prompt, then appends the most likely token (lowest id on ties) up to
 /// max_new times, stopping after `stop` (not included) when given. Returns the new tokens.
