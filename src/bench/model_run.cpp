@@ -186,12 +186,6 @@ nlohmann::json run_model(ModelRunOptions const& o) {
   if (o.batch < 1 || o.prompt_len < 1 || o.gen_len < 0 || o.repeats < 1) {
     fail(ErrorKind::kUsage, "run: batch, prompt length and repeats must be positive, gen length non-negative");
   }
-  // The model must exist before the GPU is asked for (a typo is a usage error on any machine).
-  if (o.model.rfind("preset:", 0) == 0) {
-    (void)runtime::ModelConfig::preset(o.model.substr(7));
-  } else if (!std::filesystem::exists(o.model)) {
-    fail(ErrorKind::kUsage, "run: model '{}' is neither preset:NAME nor an existing directory or .gguf file", o.model);
-  }
   if (std::string const problem = cuda::query_cuda_environment().problem; !problem.empty()) {
     fail(ErrorKind::kUsage, "run: no usable GPU: {}", problem);
   }

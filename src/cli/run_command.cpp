@@ -12,6 +12,7 @@
 #include "slidesparse/core/pattern.hpp"
 #include "slidesparse/io/hf_checkpoint.hpp"
 #include "slidesparse/io/tuning_cache.hpp"
+#include "slidesparse/runtime/model_config.hpp"
 #ifdef SLIDESPARSE_HAVE_CUDA
 #include "slidesparse/bench/model_run.hpp"
 #endif
@@ -73,6 +74,15 @@ Command register_run(CLI::App& app) {
     if (!args->compare.empty() && args->compare != "dense") {
       fail(ErrorKind::kUsage, "run: --compare takes 'dense', not '{}'", args->compare);
     }
+    if (args->backend != "auto" && args->backend != "library" && args->backend != "cutlass") {
+      fail(ErrorKind::kUsage, "run: unknown backend '{}' (auto, library, cutlass)", args->backend);
+    }
+    // The model must exist before the GPU is asked for (a typo is a usage error on any machine).
+    if (args->model.rfind("preset:", 0) == 0) {
+      (void)runtime::ModelConfig::preset(args->model.substr(7));
+    } else if (!std::filesystem::exists(args->model)) {
+      fail(ErrorKind::kUsage, "run: model '{}' is neither preset:NAME nor an existing directory or .gguf file", args->model);
+    }
 #ifdef SLIDESPARSE_HAVE_CUDA
     bench::ModelRunOptions o;
     o.model = args->model;
@@ -81,8 +91,7 @@ Command register_run(CLI::App& app) {
     o.compare_dense = !args->compare.empty();
     if (args->backend == "auto") o.backend = cuda::GemmBackend::kAuto;
     else if (args->backend == "library") o.backend = cuda::GemmBackend::kLibrary;
-    else if (args->backend == "cutlass") o.backend = cuda::GemmBackend::kCutlass;
-    else fail(ErrorKind::kUsage, "run: unknown backend '{}' (auto, library, cutlass)", args->backend);
+    else o.backend = cuda::GemmBackend::kCutlass;
     o.batch = args->batch;
     o.prompt_len = args->prompt_len;
     o.gen_len = args->gen_len;
