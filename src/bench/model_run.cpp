@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <functional>
 #include <filesystem>
 #include <memory>
 #include <vector>
@@ -83,20 +84,13 @@ std::unique_ptr<GpuModel> build_model(ModelRunOptions const& o, std::optional<Sp
   return std::make_unique<GpuModel>(w, mo, o.tuning);
 }
 
-nlohmann::json run_variant(ModelRunOptions const& o, std::optional<SparsityPattern> pattern) {
-  std::string const name = pattern ? pattern->to_string() : "dense";
-  auto say = [&](std::string const& s) {
-    if (o.progress) o.progress(fmt::format("[{}] {}", name, s));
-  };
-  auto const load_start = std::chrono::steady_clock::now();
-  std::unique_ptr<GpuModel> model = build_model(o, pattern);
-  double const load_s = seconds_since(load_start);
-  runtime::ModelConfig const& c = model->config();
-  std::int64_t const B = o.batch, P = o.prompt_len, G = o.gen_len;
+// Prefill, decode and the profiled pass at one (B, P) on a loaded model.
+nlohmann::json measure_point(ModelRunOptions const& o, GpuModel& model, std::int64_t B, std::int64_t P,
+                             std::function<void(std::string const&)> const& say) {
+  runtime::ModelConfig const& c = model.config();
+  std::int64_t const G = o.gen_len;
   // Capacity: the prompt, the generated tokens, and one spare step.
-  model->reserve(B, P + G + 1, B * P);
-  say(fmt::format("loaded in {:.1f} s; prefill B={} P={} (M={})", load_s, B, P, B * P));
-
+  model.reserve(B, P + G + 1, B * P);
   // Prompts: random token ids (throughput does not depend on the text), one per sequence.
   std::vector<std::vector<int>> prompts(static_cast<std::size_t>(B));
   for (std::int64_t s = 0; s < B; ++s) {
@@ -114,10 +108,10 @@ nlohmann::json run_variant(ModelRunOptions const& o, std::optional<SparsityPatte
   SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&start));
   SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&stop));
   auto prefill = [&]() {
-    for (std::int64_t s = 0; s < B; ++s) model->reset(s);
-    SLIDESPARSE_CUDA_CHECK(cudaEventRecord(start, model->stream()));
-    model->forward(steps, false);
-    SLIDESPARSE_CUDA_CHECK(cudaEventRecord(stop, model->stream()));
+    for (std::int64_t s = 0; s < B; ++s) model.reset(s);
+    SLIDESPARSE_CUDA_CHECK(cudaEventRecord(start, model.stream()));
+    model.forward(steps, false);
+    SLIDESPARSE_CUDA_CHECK(cudaEventRecord(stop, model.stream()));
     SLIDESPARSE_CUDA_CHECK(cudaEventSynchronize(stop));
     float ms = 0;
     SLIDESPARSE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
@@ -126,65 +120,85 @@ nlohmann::json run_variant(ModelRunOptions const& o, std::optional<SparsityPatte
   double const first_ms = prefill();  // warm-up: plans, tuning (or the tuning cache)
   std::vector<double> prefill_ms;
   for (int r = 0; r < o.repeats; ++r) prefill_ms.push_back(prefill());
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
   nlohmann::json prefill_json = stats_ms(prefill_ms);
   double const prefill_median = prefill_json["median_ms"];
   prefill_json["first_call_ms"] = first_ms;
   prefill_json["tokens"] = B * P;
   prefill_json["tokens_per_s"] = static_cast<double>(B * P) / (prefill_median / 1e3);
-  say(fmt::format("prefill {:.2f} ms (median of {}), {:.0f} tokens/s", prefill_median, o.repeats,
+  say(fmt::format("B={} P={}: prefill {:.2f} ms (median of {}), {:.0f} tokens/s", B, P, prefill_median, o.repeats,
                   prefill_json["tokens_per_s"].get<double>()));
 
   nlohmann::json decode_json;
   if (G > 0) {
     // Decode right after the last prefill: the sequences hold P tokens and a next token each.
-    model->decode_greedy(B, G, o.use_graph);
-    double const ms = model->last_decode_ms();
+    model.decode_greedy(B, G, o.use_graph);
+    double const ms = model.last_decode_ms();
     decode_json = {{"steps", G},
                    {"total_ms", ms},
                    {"ms_per_step", ms / static_cast<double>(G)},
                    {"tokens_per_s", static_cast<double>(B * G) / (ms / 1e3)},
                    {"graph", o.use_graph},
                    {"context", fmt::format("{} .. {}", P, P + G)}};
-    say(fmt::format("decode {:.3f} ms/step, {:.0f} tokens/s", ms / static_cast<double>(G),
+    say(fmt::format("B={} P={}: decode {:.3f} ms/step, {:.0f} tokens/s", B, P, ms / static_cast<double>(G),
                     decode_json["tokens_per_s"].get<double>()));
   }
 
   nlohmann::json breakdown;
   if (o.profile) {
-    model->set_profiling(true);
-    model->clear_breakdown();
-    for (std::int64_t s = 0; s < B; ++s) model->reset(s);
-    model->forward(steps, false);
-    breakdown["prefill"] = breakdown_json(model->breakdown());
+    model.set_profiling(true);
+    model.clear_breakdown();
+    for (std::int64_t s = 0; s < B; ++s) model.reset(s);
+    model.forward(steps, false);
+    breakdown["prefill"] = breakdown_json(model.breakdown());
     say("prefill profile (ms): " + breakdown["prefill"]["by_operation_ms"].dump());
     if (G > 0) {
-      model->clear_breakdown();
+      model.clear_breakdown();
       std::int64_t const profiled = std::min<std::int64_t>(G, 16);
-      model->decode_greedy(B, profiled, false);
-      breakdown["decode"] = breakdown_json(model->breakdown());
+      model.decode_greedy(B, profiled, false);
+      breakdown["decode"] = breakdown_json(model.breakdown());
       breakdown["decode"]["steps"] = profiled;
       say(fmt::format("decode profile ({} steps, ms): {}", profiled, breakdown["decode"]["by_operation_ms"].dump()));
     }
-    model->set_profiling(false);
+    model.set_profiling(false);
   }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  runtime::GpuModelMemory const mem = model->memory();
-  return {{"variant", name},
-          {"load_s", load_s},
+  runtime::GpuModelMemory const mem = model.memory();
+  return {{"batch", B},
+          {"prompt_len", P},
           {"prefill", prefill_json},
           {"decode", decode_json},
           {"breakdown", breakdown},
-          {"gemms_prefill", model->describe_gemms(B * P)},
-          {"gemms_decode", G > 0 ? model->describe_gemms(B) : ""},
+          {"gemms_prefill", model.describe_gemms(B * P)},
+          {"gemms_decode", G > 0 ? model.describe_gemms(B) : ""},
           {"memory", {{"weights_bytes", mem.weights}, {"kv_cache_bytes", mem.kv_cache}, {"activation_bytes", mem.activations}}}};
+}
+
+// One model load, then every (B, P) point.
+nlohmann::json run_variant(ModelRunOptions const& o, std::optional<SparsityPattern> pattern) {
+  std::string const name = pattern ? pattern->to_string() : "dense";
+  auto say = [&](std::string const& s) {
+    if (o.progress) o.progress(fmt::format("[{}] {}", name, s));
+  };
+  auto const load_start = std::chrono::steady_clock::now();
+  std::unique_ptr<GpuModel> model = build_model(o, pattern);
+  double const load_s = seconds_since(load_start);
+  say(fmt::format("loaded in {:.1f} s", load_s));
+  nlohmann::json points = nlohmann::json::array();
+  for (std::int64_t const B : o.batches) {
+    for (std::int64_t const P : o.prompt_lens) points.push_back(measure_point(o, *model, B, P, say));
+  }
+  return {{"variant", name}, {"load_s", load_s}, {"points", points}};
 }
 
 }  // namespace
 
 nlohmann::json run_model(ModelRunOptions const& o) {
-  if (o.batch < 1 || o.prompt_len < 1 || o.gen_len < 0 || o.repeats < 1) {
-    fail(ErrorKind::kUsage, "run: batch, prompt length and repeats must be positive, gen length non-negative");
+  auto positive = [](std::vector<std::int64_t> const& v) {
+    return !v.empty() && std::all_of(v.begin(), v.end(), [](std::int64_t x) { return x >= 1; });
+  };
+  if (!positive(o.batches) || !positive(o.prompt_lens) || o.gen_len < 0 || o.repeats < 1 || o.patterns.empty()) {
+    fail(ErrorKind::kUsage, "run: batches, prompt lengths, patterns and repeats must be given and positive, gen length non-negative");
   }
   if (std::string const problem = cuda::query_cuda_environment().problem; !problem.empty()) {
     fail(ErrorKind::kUsage, "run: no usable GPU: {}", problem);
@@ -193,69 +207,92 @@ nlohmann::json run_model(ModelRunOptions const& o) {
   result["environment"] = gpu_environment(o.command);
   result["model"] = o.model;
   result["dtype"] = bench_dtype_name(o.dtype);
-  result["batch"] = o.batch;
-  result["prompt_len"] = o.prompt_len;
+  result["batches"] = o.batches;
+  result["prompt_lens"] = o.prompt_lens;
   result["gen_len"] = o.gen_len;
   result["seed"] = o.seed;
   result["method"] =
       "prefill: B sequences of P tokens in one step, output length 1, CUDA events around the step, warm-up then "
       "median of repeats; decode: G greedy steps of one token per sequence (CUDA graph per step), events around "
-      "all steps";
+      "all steps; one model load per variant, then every (B, P)";
   result["variants"] = nlohmann::json::array();
-  result["variants"].push_back(run_variant(o, o.pattern));
-  if (o.compare_dense && o.pattern) {
-    result["variants"].push_back(run_variant(o, std::nullopt));
-    nlohmann::json const& s = result["variants"][0];
-    nlohmann::json const& d = result["variants"][1];
-    nlohmann::json speedup;
-    speedup["prefill"] = d["prefill"]["median_ms"].get<double>() / s["prefill"]["median_ms"].get<double>();
-    if (o.gen_len > 0) speedup["decode"] = d["decode"]["total_ms"].get<double>() / s["decode"]["total_ms"].get<double>();
-    if (o.profile) {
-      // What the linear layers alone gained, and the end-to-end speedup that gain predicts from
-      // the dense profile's linear share (Amdahl): the runtime should deliver >= 0.9 of it.
-      double const ls = s["breakdown"]["prefill"]["linear_ms"], ld = d["breakdown"]["prefill"]["linear_ms"];
-      double const share = d["breakdown"]["prefill"]["linear_share"];
-      double const linear_speedup = ld / ls;
-      speedup["prefill_linear"] = linear_speedup;
-      speedup["prefill_expected"] = 1.0 / ((1.0 - share) + share / linear_speedup);
+  std::vector<std::optional<SparsityPattern>> variants = o.patterns;
+  bool const has_dense = std::any_of(variants.begin(), variants.end(), [](auto const& p) { return !p.has_value(); });
+  if (o.compare_dense && !has_dense) variants.push_back(std::nullopt);
+  for (auto const& p : variants) result["variants"].push_back(run_variant(o, p));
+  // Speedups of every sparse variant over dense, point by point.
+  nlohmann::json const* dense = nullptr;
+  for (auto const& v : result["variants"]) {
+    if (v["variant"] == "dense") dense = &v;
+  }
+  if (dense) {
+    nlohmann::json speedups = nlohmann::json::array();
+    for (auto const& v : result["variants"]) {
+      if (v["variant"] == "dense") continue;
+      for (std::size_t i = 0; i < v["points"].size(); ++i) {
+        nlohmann::json const& s = v["points"][i];
+        nlohmann::json const& d = (*dense)["points"][i];
+        nlohmann::json e = {{"variant", v["variant"]}, {"batch", s["batch"]}, {"prompt_len", s["prompt_len"]}};
+        e["prefill"] = d["prefill"]["median_ms"].get<double>() / s["prefill"]["median_ms"].get<double>();
+        if (o.gen_len > 0) e["decode"] = d["decode"]["total_ms"].get<double>() / s["decode"]["total_ms"].get<double>();
+        if (o.profile) {
+          // What the linear layers alone gained, and the end-to-end speedup that gain predicts
+          // from the dense profile's linear share (Amdahl): the runtime should deliver >= 0.9 of it.
+          double const ls = s["breakdown"]["prefill"]["linear_ms"], ld = d["breakdown"]["prefill"]["linear_ms"];
+          double const share = d["breakdown"]["prefill"]["linear_share"];
+          e["prefill_linear"] = ld / ls;
+          e["prefill_expected"] = 1.0 / ((1.0 - share) + share / (ld / ls));
+        }
+        speedups.push_back(e);
+      }
     }
-    result["speedup_vs_dense"] = speedup;
+    result["speedup_vs_dense"] = speedups;
   }
   return result;
 }
 
 std::string model_run_summary(nlohmann::json const& r) {
-  std::string out = fmt::format("{} · {} · batch {} · prompt {} · generate {}\n", r.value("model", ""), r.value("dtype", ""),
-                                r.value("batch", 0), r.value("prompt_len", 0), r.value("gen_len", 0));
+  std::string out = fmt::format("{} · {} · generate {}\n", r.value("model", ""), r.value("dtype", ""), r.value("gen_len", 0));
   auto const& env = r["environment"];
   auto field = [&](char const* key) { return env.contains(key) ? env[key].dump() : std::string("?"); };
   out += fmt::format("GPU {} · CUDA runtime {} · cuBLASLt {} · cuSPARSELt {} · CUTLASS {} · {}\n", field("gpu"),
                      field("cuda_runtime"), field("cublaslt"), field("cusparselt"), field("cutlass"), field("date"));
-  out += "| variant | prefill ms | prefill tok/s | decode ms/step | decode tok/s | linear / attention / other (prefill) | weights GiB |\n";
-  out += "|---|---:|---:|---:|---:|---|---:|\n";
+  out += "| variant | B | P | prefill ms | prefill tok/s | decode ms/step | decode tok/s | linear / attention / other (prefill) |\n";
+  out += "|---|---:|---:|---:|---:|---:|---:|---|\n";
   for (auto const& v : r["variants"]) {
-    std::string split = "-";
-    if (v["breakdown"].contains("prefill")) {
-      auto const& b = v["breakdown"]["prefill"];
-      split = fmt::format("{:.0f} % / {:.0f} % / {:.0f} %", 100 * b["linear_share"].get<double>(),
-                          100 * b["attention_share"].get<double>(), 100 * b["other_share"].get<double>());
+    for (auto const& p : v["points"]) {
+      std::string split = "-";
+      if (p["breakdown"].contains("prefill")) {
+        auto const& b = p["breakdown"]["prefill"];
+        split = fmt::format("{:.0f} % / {:.0f} % / {:.0f} %", 100 * b["linear_share"].get<double>(),
+                            100 * b["attention_share"].get<double>(), 100 * b["other_share"].get<double>());
+      }
+      bool const dec = !p["decode"].is_null();
+      out += fmt::format("| {} | {} | {} | {:.2f} | {:.0f} | {} | {} | {} |\n", v["variant"].get<std::string>(),
+                         p["batch"].get<std::int64_t>(), p["prompt_len"].get<std::int64_t>(), p["prefill"]["median_ms"].get<double>(),
+                         p["prefill"]["tokens_per_s"].get<double>(),
+                         dec ? fmt::format("{:.3f}", p["decode"]["ms_per_step"].get<double>()) : "-",
+                         dec ? fmt::format("{:.0f}", p["decode"]["tokens_per_s"].get<double>()) : "-", split);
     }
-    bool const dec = !v["decode"].is_null();
-    out += fmt::format("| {} | {:.2f} | {:.0f} | {} | {} | {} | {:.2f} |\n", v["variant"].get<std::string>(),
-                       v["prefill"]["median_ms"].get<double>(), v["prefill"]["tokens_per_s"].get<double>(),
-                       dec ? fmt::format("{:.3f}", v["decode"]["ms_per_step"].get<double>()) : "-",
-                       dec ? fmt::format("{:.0f}", v["decode"]["tokens_per_s"].get<double>()) : "-", split,
-                       static_cast<double>(v["memory"]["weights_bytes"].get<std::size_t>()) / (1 << 30));
   }
   if (r.contains("speedup_vs_dense")) {
-    auto const& s = r["speedup_vs_dense"];
-    out += fmt::format("speedup vs dense: prefill {:.3f}x", s["prefill"].get<double>());
-    if (s.contains("decode")) out += fmt::format(", decode {:.3f}x", s["decode"].get<double>());
-    if (s.contains("prefill_linear")) {
-      out += fmt::format(" (linear layers {:.3f}x; their share predicts {:.3f}x end to end)", s["prefill_linear"].get<double>(),
-                         s["prefill_expected"].get<double>());
+    for (auto const& s : r["speedup_vs_dense"]) {
+      out += fmt::format("speedup vs dense: {} B={} P={}: prefill {:.3f}x", s["variant"].get<std::string>(),
+                         s["batch"].get<std::int64_t>(), s["prompt_len"].get<std::int64_t>(), s["prefill"].get<double>());
+      if (s.contains("decode")) out += fmt::format(", decode {:.3f}x", s["decode"].get<double>());
+      if (s.contains("prefill_linear")) {
+        out += fmt::format(" (linear layers {:.3f}x; their share predicts {:.3f}x end to end)",
+                           s["prefill_linear"].get<double>(), s["prefill_expected"].get<double>());
+      }
+      out += "\n";
     }
-    out += "\n";
+  }
+  for (auto const& v : r["variants"]) {
+    if (!v["points"].empty()) {
+      out += fmt::format("{}: weights {:.2f} GiB, loaded in {:.1f} s\n", v["variant"].get<std::string>(),
+                         static_cast<double>(v["points"][0]["memory"]["weights_bytes"].get<std::size_t>()) / (1 << 30),
+                         v["load_s"].get<double>());
+    }
   }
   return out;
 }

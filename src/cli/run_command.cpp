@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "commands.hpp"
 #include "slidesparse/core/dtype.hpp"
@@ -22,12 +23,12 @@ namespace {
 
 struct RunArgs {
   std::string model = "preset:qwen2.5-7b";
-  std::string pattern = "6:8";
+  std::vector<std::string> patterns = {"6:8"};
   std::string dtype = "fp8";
   std::string compare;
   std::string backend = "auto";
-  std::int64_t batch = 8;
-  std::int64_t prompt_len = 512;
+  std::vector<std::int64_t> batches = {8};
+  std::vector<std::int64_t> prompt_lens = {512};
   std::int64_t gen_len = 128;
   int repeats = 3;
   bool no_profile = false;
@@ -47,13 +48,17 @@ Command register_run(CLI::App& app) {
                   "preset:NAME (random weights with the real shapes: llama3.2-1b, llama3.2-3b, llama3.1-8b, "
                   "qwen2.5-7b, qwen2.5-14b, tiny-llama, tiny-qwen2), a Hugging Face directory or a .gguf file "
                   "(default preset:qwen2.5-7b)");
-  sub->add_option("--pattern", args->pattern, "dense, or a pattern the projections are pruned to by magnitude (default 6:8)");
+  sub->add_option("--pattern", args->patterns,
+                  "dense, or patterns the projections are pruned to by magnitude, comma-separated: one model load "
+                  "each (default 6:8)")->delimiter(',');
   sub->add_option("--dtype", args->dtype, "fp8, int8 or bf16 (W8A8 for fp8/int8; default fp8)");
   sub->add_option("--compare", args->compare, "'dense': also run the dense model of the same dtype and report the speedup");
   sub->add_option("--backend", args->backend, "GEMM backend for the projections: auto, library or cutlass (default auto)");
-  sub->add_option("--batch", args->batch, "Sequences B (default 8)")->check(CLI::Range(1, 4096));
-  sub->add_option("--prompt-len", args->prompt_len, "Prompt tokens P per sequence; prefill M = B*P (default 512)")
-      ->check(CLI::Range(1, 1 << 20));
+  sub->add_option("--batch", args->batches, "Sequences B, comma-separated for a sweep (default 8)")
+      ->delimiter(',')->check(CLI::Range(1, 4096));
+  sub->add_option("--prompt-len", args->prompt_lens,
+                  "Prompt tokens P per sequence, comma-separated; prefill M = B*P for every (B, P) (default 512)")
+      ->delimiter(',')->check(CLI::Range(1, 1 << 20));
   sub->add_option("--gen-len", args->gen_len, "Greedy decode steps G (default 128; 0: prefill only)")->check(CLI::Range(0, 1 << 20));
   sub->add_option("--repeats", args->repeats, "Timed prefill steps (median, min, max; default 3)")->check(CLI::Range(1, 1000));
   sub->add_flag("--no-profile", args->no_profile, "Skip the profiled pass (time split into linear / attention / other)");
@@ -69,8 +74,10 @@ Command register_run(CLI::App& app) {
     else if (args->dtype == "int8") dtype = DType::kI8;
     else if (args->dtype == "bf16") dtype = DType::kBF16;
     else fail(ErrorKind::kUsage, "run: unknown dtype '{}' (fp8, int8, bf16)", args->dtype);
-    std::optional<SparsityPattern> pattern;
-    if (args->pattern != "dense") pattern = SparsityPattern::parse(args->pattern);
+    std::vector<std::optional<SparsityPattern>> patterns;
+    for (std::string const& p : args->patterns) {
+      patterns.push_back(p == "dense" ? std::nullopt : std::optional(SparsityPattern::parse(p)));
+    }
     if (!args->compare.empty() && args->compare != "dense") {
       fail(ErrorKind::kUsage, "run: --compare takes 'dense', not '{}'", args->compare);
     }
@@ -87,13 +94,13 @@ Command register_run(CLI::App& app) {
     bench::ModelRunOptions o;
     o.model = args->model;
     o.dtype = dtype;
-    o.pattern = pattern;
+    o.patterns = patterns;
     o.compare_dense = !args->compare.empty();
     if (args->backend == "auto") o.backend = cuda::GemmBackend::kAuto;
     else if (args->backend == "library") o.backend = cuda::GemmBackend::kLibrary;
     else o.backend = cuda::GemmBackend::kCutlass;
-    o.batch = args->batch;
-    o.prompt_len = args->prompt_len;
+    o.batches = args->batches;
+    o.prompt_lens = args->prompt_lens;
     o.gen_len = args->gen_len;
     o.repeats = args->repeats;
     o.profile = !args->no_profile;
@@ -107,8 +114,9 @@ Command register_run(CLI::App& app) {
     o.tuning = &tuning;
     o.command = fmt::format("slidesparse run --model {} --pattern {} --dtype {}{} --backend {} --batch {} --prompt-len {} "
                             "--gen-len {} --repeats {} --seed {}{}{}",
-                            args->model, args->pattern, args->dtype, o.compare_dense ? " --compare dense" : "",
-                            args->backend, args->batch, args->prompt_len, args->gen_len, args->repeats, args->seed,
+                            args->model, fmt::join(args->patterns, ","), args->dtype, o.compare_dense ? " --compare dense" : "",
+                            args->backend, fmt::join(args->batches, ","), fmt::join(args->prompt_lens, ","), args->gen_len,
+                            args->repeats, args->seed,
                             args->no_profile ? " --no-profile" : "", args->no_graph ? " --no-graph" : "");
     auto const started = std::chrono::steady_clock::now();
     o.progress = [started](std::string const& line) {
@@ -125,6 +133,7 @@ Command register_run(CLI::App& app) {
     return 0;
 #else
     (void)dtype;
+    (void)patterns;
     fail(ErrorKind::kUsage, "run: this binary was built without the CUDA layer (no CUDA toolkit at configure time)");
 #endif
   };

@@ -15,6 +15,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -33,11 +34,12 @@ struct ModelRunOptions {
   /// .gguf file.
   std::string model = "preset:qwen2.5-7b";
   DType dtype = DType::kF8E4M3;
-  std::optional<SparsityPattern> pattern;  ///< nullopt: dense
-  bool compare_dense = false;              ///< also run dense of the same dtype and report speedups
+  /// One model load per entry (nullopt: dense); every (batch, prompt length) point on each.
+  std::vector<std::optional<SparsityPattern>> patterns = {SparsityPattern::parse("6:8")};
+  bool compare_dense = false;  ///< add dense of the same dtype (if not listed) and report speedups
   cuda::GemmBackend backend = cuda::GemmBackend::kAuto;
-  std::int64_t batch = 8;
-  std::int64_t prompt_len = 512;
+  std::vector<std::int64_t> batches = {8};
+  std::vector<std::int64_t> prompt_lens = {512};
   std::int64_t gen_len = 128;
   int repeats = 3;
   bool profile = true;  ///< time breakdown (linear / attention / other) in a separate pass
@@ -48,8 +50,9 @@ struct ModelRunOptions {
   std::function<void(std::string const&)> progress;
 };
 
-/// Runs the measurement; JSON with the environment, per variant (sparse, dense) the load time,
-/// memory, prefill and decode timings and tokens/s, breakdowns, and the speedups.
+/// Runs the measurement; JSON with the environment, per variant (pattern or dense) the load time
+/// and per (B, P) point the memory, prefill and decode timings and tokens/s, the breakdown, and
+/// every sparse point's speedup over the dense one.
 nlohmann::json run_model(ModelRunOptions const& options);
 
 /// Human-readable summary of run_model's result.
