@@ -243,6 +243,91 @@ void split_gpt2(std::string_view text, std::vector<Unit> const& units, std::size
   }
 }
 
+/// Llama-3's (and, with one digit per number piece, Qwen2's) split regex over units [begin, end):
+///   (?i:'s|'t|'re|'ve|'m|'ll|'d)   apostrophe + ending, any case
+///   |[^\r\n\p{L}\p{N}]?\p{L}+      one optional character that is not CR, LF, letter or
+///                                  number (a space, punctuation), then a run of letters
+///   |\p{N}{1,3}                    one to three numbers (Qwen2: \p{N}, one)
+///   | ?[^\s\p{L}\p{N}]+[\r\n]*      optional space, a run of "other", then any CR/LF
+///   |\s*[\r\n]+                    white space up to and including its last CR/LF
+///   |\s+(?!\S)|\s+                 as in GPT-2's rule
+/// Every character is matched, so the pieces tile the text.
+void split_llama3(std::string_view text, std::vector<Unit> const& units, std::size_t begin, std::size_t end,
+                  std::size_t max_digits, std::vector<std::string_view>& pieces) {
+  auto const emit = [&](std::size_t first, std::size_t last) {  // units [first, last)
+    std::size_t const from = units[first].offset;
+    pieces.push_back(text.substr(from, units[last - 1].offset + units[last - 1].size - from));
+  };
+  auto const lower = [](char32_t c) { return c >= U'A' && c <= U'Z' ? c + 32 : c; };
+  auto const is_crlf = [](char32_t c) { return c == U'\r' || c == U'\n'; };
+  std::size_t i = begin;
+  while (i < end) {
+    Unit const& u = units[i];
+    if (u.cp == U'\'' && i + 1 < end) {
+      char32_t const c1 = lower(units[i + 1].cp);
+      if (c1 == U's' || c1 == U't' || c1 == U'm' || c1 == U'd') {
+        emit(i, i + 2);
+        i += 2;
+        continue;
+      }
+      if (i + 2 < end) {
+        char32_t const c2 = lower(units[i + 2].cp);
+        if ((c1 == U'r' && c2 == U'e') || (c1 == U'v' && c2 == U'e') || (c1 == U'l' && c2 == U'l')) {
+          emit(i, i + 3);
+          i += 3;
+          continue;
+        }
+      }
+    }
+    // [^\r\n\p{L}\p{N}]?\p{L}+
+    std::size_t letters = i;
+    if (u.cls != CharClass::kLetter && u.cls != CharClass::kNumber && !is_crlf(u.cp) && i + 1 < end &&
+        units[i + 1].cls == CharClass::kLetter) {
+      letters = i + 1;
+    }
+    if (units[letters].cls == CharClass::kLetter) {
+      std::size_t k = letters + 1;
+      while (k < end && units[k].cls == CharClass::kLetter) ++k;
+      emit(i, k);
+      i = k;
+      continue;
+    }
+    if (u.cls == CharClass::kNumber) {
+      std::size_t k = i + 1;
+      while (k < end && k - i < max_digits && units[k].cls == CharClass::kNumber) ++k;
+      emit(i, k);
+      i = k;
+      continue;
+    }
+    //  ?[^\s\p{L}\p{N}]+[\r\n]*
+    std::size_t other = u.cp == U' ' && i + 1 < end ? i + 1 : i;
+    if (units[other].cls == CharClass::kOther) {
+      std::size_t k = other + 1;
+      while (k < end && units[k].cls == CharClass::kOther) ++k;
+      while (k < end && is_crlf(units[k].cp)) ++k;
+      emit(i, k);
+      i = k;
+      continue;
+    }
+    // White space (u is white space here: every other class was taken above).
+    std::size_t run = i;
+    std::size_t last_crlf = end;  // index of the last CR/LF in the run
+    while (run < end && units[run].cls == CharClass::kSpace) {
+      if (is_crlf(units[run].cp)) last_crlf = run;
+      ++run;
+    }
+    if (last_crlf != end) {  // \s*[\r\n]+
+      emit(i, last_crlf + 1);
+      i = last_crlf + 1;
+      continue;
+    }
+    std::size_t k = run;
+    if (k < end && k - i >= 2) --k;  // \s+(?!\S): leave the last one to the next piece
+    emit(i, k);
+    i = k;
+  }
+}
+
 void split(std::string_view text, PreTokenizer rule, std::vector<Unit>& units,
            std::vector<std::string_view>& pieces) {
   to_units(text, units);
@@ -250,6 +335,10 @@ void split(std::string_view text, PreTokenizer rule, std::vector<Unit>& units,
   std::size_t const n = units.size();
   if (rule == PreTokenizer::kGpt2) {
     split_gpt2(text, units, 0, n, pieces);
+    return;
+  }
+  if (rule == PreTokenizer::kLlama3 || rule == PreTokenizer::kQwen2) {
+    split_llama3(text, units, 0, n, rule == PreTokenizer::kLlama3 ? 3 : 1, pieces);
     return;
   }
   // kDigitsThenGpt2: every \p{N} character is a piece; GPT-2's rule splits the stretches
@@ -274,9 +363,16 @@ PreTokenizer parse_pre(std::string const& name) {
        {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b"}) {
     if (name == digits) return PreTokenizer::kDigitsThenGpt2;
   }
+  for (char const* llama3 : {"llama3", "llama-v3", "llama-bpe", "falcon3"}) {
+    if (name == llama3) return PreTokenizer::kLlama3;
+  }
+  for (char const* qwen2 : {"qwen2", "deepseek-r1-qwen"}) {
+    if (name == qwen2) return PreTokenizer::kQwen2;
+  }
   fail(ErrorKind::kInvalidInput, "tokenizer: pre-tokenizer '{}' is not supported (supported: "
        "gpt-2 and the same split under gpt2, phi-2, mpt, olmo, jais, or empty; smollm and the "
-       "same split under starcoder, refact, command-r, codeshell, exaone, minerva-7b)",
+       "same split under starcoder, refact, command-r, codeshell, exaone, minerva-7b; llama3 "
+       "(llama-v3, llama-bpe, falcon3); qwen2 (deepseek-r1-qwen))",
        printable(name));
 }
 
@@ -516,6 +612,7 @@ BpeTokenizer::BpeTokenizer(TokenizerData data) {
   unk_ = data.unk;
   pad_ = data.pad;
   add_bos_ = data.add_bos;
+  ignore_merges_ = data.ignore_merges || pre_ == PreTokenizer::kLlama3;
 }
 
 void BpeTokenizer::check_id(int id) const {
@@ -606,6 +703,15 @@ void BpeTokenizer::encode_piece(std::string_view piece, std::size_t offset,
   if (piece.size() > static_cast<std::size_t>(INT_MAX)) {
     fail(ErrorKind::kInvalidInput, "tokenizer: a pre-token of {} bytes is too long",
          piece.size());
+  }
+  if (ignore_merges_) {
+    // A piece that is a token as a whole is that token, whatever the merges would build.
+    std::string mapped;
+    for (char const ch : piece) append_utf8(mapped, byte_to_unicode(static_cast<std::uint8_t>(ch)));
+    if (auto const it = ids_.find(mapped); it != ids_.end()) {
+      out.push_back(it->second);
+      return;
+    }
   }
   int const n = static_cast<int>(piece.size());
   symbols.clear();

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <gtest/gtest.h>
 
 #include "common/test_util.hpp"
@@ -653,13 +654,128 @@ TEST(Errors, BadData) {
   expect_invalid(build([](TokenizerData& d) { d.unk = 1000; }), {"unknown token id 1000"});
   expect_invalid(build([](TokenizerData& d) { d.pad = 257; }), {"padding token id 257"});
   expect_invalid(build([](TokenizerData& d) { d.add_bos = true; }), {"add_bos", "no bos"});
-  expect_invalid(build([](TokenizerData& d) { d.pre = "llama3"; }),
-                 {"pre-tokenizer 'llama3' is not supported", "smollm"});
+  expect_invalid(build([](TokenizerData& d) { d.pre = "gemma"; }),
+                 {"pre-tokenizer 'gemma' is not supported", "smollm", "llama3", "qwen2"});
   // Still valid: no token types at all (all normal), a known pre-tokenizer name.
   Vocab v;
   v.data.token_types.clear();
   v.data.pre = "smollm";
   EXPECT_EQ(BpeTokenizer(v.data).pre_tokenizer(), PreTokenizer::kDigitsThenGpt2);
+  v.data.pre = "llama-bpe";
+  EXPECT_EQ(BpeTokenizer(v.data).pre_tokenizer(), PreTokenizer::kLlama3);
+  v.data.pre = "qwen2";
+  EXPECT_EQ(BpeTokenizer(v.data).pre_tokenizer(), PreTokenizer::kQwen2);
+}
+
+// --------------------------------------------------------------------------------------------
+// Llama-3 / Qwen2 split rules and Hugging Face tokenizer.json
+// --------------------------------------------------------------------------------------------
+
+TEST(PreTokenize, Llama3AndQwen2) {
+  auto const l3 = [](std::string_view t) { return split(t, PreTokenizer::kLlama3); };
+  auto const q2 = [](std::string_view t) { return split(t, PreTokenizer::kQwen2); };
+  EXPECT_EQ(l3("Hello world"), (Pieces{"Hello", " world"}));
+  // Contractions in any case; numbers in runs of at most three (Qwen2: one).
+  EXPECT_EQ(l3("I'm HERE'S 12345 x"), (Pieces{"I", "'m", " HERE", "'S", " ", "123", "45", " x"}));
+  EXPECT_EQ(q2("I'm 12345"), (Pieces{"I", "'m", " ", "1", "2", "3", "4", "5"}));
+  // One non-letter, non-number, non-newline character joins the letters after it.
+  EXPECT_EQ(l3("(hello) \tworld"), (Pieces{"(hello", ")", " ", "\tworld"}));
+  // Punctuation takes the newlines after it; a white-space run ends at its last newline.
+  EXPECT_EQ(l3("Hi!!\n\nthere  ok\n"), (Pieces{"Hi", "!!\n\n", "there", " ", " ok", "\n"}));
+  EXPECT_EQ(l3("a  \n  b"), (Pieces{"a", "  \n", " ", " b"}));
+  EXPECT_EQ(l3("x\ny ..."), (Pieces{"x", "\n", "y", " ..."}));
+  EXPECT_EQ(l3("   "), (Pieces{"   "}));
+  // The pieces always tile the text.
+  test::Rng rng(77);
+  for (int round = 0; round < 200; ++round) {
+    std::string text;
+    for (int c = 0; c < 30; ++c) text += "a Z1'\n\t!.5 x"[rng.uniform_int(0, 11)];
+    std::string joined;
+    for (auto const& p : l3(text)) joined += p;
+    ASSERT_EQ(joined, text);
+  }
+}
+
+// A tokenizer.json (as Hugging Face writes it) for a Vocab, with Llama-3's split.
+nlohmann::json hf_json(Vocab const& v, bool ignore_merges, std::string const& regex) {
+  nlohmann::json vocab = nlohmann::json::object();
+  nlohmann::json added = nlohmann::json::array();
+  for (std::size_t i = 0; i < v.data.tokens.size(); ++i) {
+    if (v.data.token_types[i] == 3) {
+      added.push_back({{"id", i}, {"content", v.data.tokens[i]}, {"special", true}});
+    } else {
+      vocab[v.data.tokens[i]] = i;
+    }
+  }
+  nlohmann::json merges = nlohmann::json::array();
+  for (std::size_t r = 0; r < v.data.merges.size(); ++r) {
+    std::string const& m = v.data.merges[r];
+    auto const space = m.find(' ');
+    if (r % 2) {
+      merges.push_back(m);  // both spellings: "left right" and [left, right]
+    } else {
+      merges.push_back({m.substr(0, space), m.substr(space + 1)});
+    }
+  }
+  return {{"version", "1.0"},
+          {"added_tokens", added},
+          {"normalizer", nullptr},
+          {"pre_tokenizer",
+           {{"type", "Sequence"},
+            {"pretokenizers",
+             {{{"type", "Split"}, {"pattern", {{"Regex", regex}}}, {"behavior", "Isolated"}, {"invert", false}},
+              {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}}}}},
+          {"post_processor",
+           {{"type", "TemplateProcessing"},
+            {"single", {{{"SpecialToken", {{"id", "<|begin_of_text|>"}, {"type_id", 0}}}}, {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}}}}},
+          {"model",
+           {{"type", "BPE"}, {"byte_fallback", false}, {"ignore_merges", ignore_merges}, {"vocab", vocab}, {"merges", merges}}}};
+}
+
+TEST(HfTokenizer, ReadsTokenizerJsonWithLlama3Split) {
+  std::string const llama3 =
+      R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  Vocab v;
+  v.merge("h", "e");
+  v.merge("he", "l");
+  v.merge("hel", "l");
+  v.merge("hell", "o");
+  v.merge(" ", "w");
+  int const world = v.add(" world");  // a token no merge builds
+  int const bos = v.add("<|begin_of_text|>", TokenType::kControl);
+  nlohmann::json const config = {{"eos_token", {{"content", "<|begin_of_text|>"}}}, {"bos_token", "<|begin_of_text|>"}};
+  for (bool const ignore : {false, true}) {
+    SCOPED_TRACE(ignore ? "ignore_merges" : "merges only");
+    TokenizerData const d = tokenizer_data_from_hf(hf_json(v, ignore, llama3), &config, "test tokenizer.json");
+    EXPECT_EQ(d.pre, "llama3");
+    EXPECT_EQ(d.bos, bos);
+    EXPECT_TRUE(d.add_bos);
+    EXPECT_EQ(d.merges, v.data.merges);
+    BpeTokenizer const tok(d);
+    std::vector<int> const ids = tok.encode("hello world");
+    ASSERT_FALSE(ids.empty());
+    EXPECT_EQ(ids.front(), bos);
+    // The llama3 pre-tokenizer implies ignore_merges (as llama.cpp does), so " world" is one
+    // token either way; "hello" comes from the merges.
+    EXPECT_EQ(token_pieces(tok, ids), (Pieces{"<|begin_of_text|>", "hello", " world"}));
+    EXPECT_EQ(ids.back(), world);
+    EXPECT_EQ(tok.decode(std::span(ids).subspan(1)), "hello world");
+  }
+  // Qwen2's split (no implied ignore_merges): " world" is built from " w" and single bytes.
+  std::string qwen2 = llama3;
+  qwen2.replace(qwen2.find(R"(\p{N}{1,3})"), 10, R"(\p{N})");
+  TokenizerData const q = tokenizer_data_from_hf(hf_json(v, false, qwen2), nullptr, "qwen tokenizer.json");
+  EXPECT_EQ(q.pre, "qwen2");
+  BpeTokenizer const qt(q);
+  EXPECT_EQ(token_pieces(qt, qt.encode("hello world 12")), (Pieces{"<|begin_of_text|>", "hello", " w", "o", "r", "l", "d", " ", "1", "2"}));
+  // What it refuses, naming the part.
+  expect_invalid([&] { tokenizer_data_from_hf(hf_json(v, false, R"(\w+)"), nullptr, "x.json"); }, {"x.json", "pre_tokenizer", "Split"});
+  nlohmann::json wrong = hf_json(v, false, llama3);
+  wrong["model"]["type"] = "Unigram";
+  expect_invalid([&] { tokenizer_data_from_hf(wrong, nullptr, "x.json"); }, {"x.json", "Unigram"});
+  wrong = hf_json(v, false, llama3);
+  wrong["model"]["merges"][0] = 5;
+  expect_invalid([&] { tokenizer_data_from_hf(wrong, nullptr, "x.json"); }, {"merge 0"});
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <span>
@@ -24,6 +25,8 @@
 #include <string_view>
 #include <unordered_map>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace slidesparse::runtime {
 
@@ -51,6 +54,9 @@ struct TokenizerData {
   /// "smollm" and the names llama.cpp groups with it (digits split off one by one first).
   std::string pre;
   bool add_bos = false;  ///< prepend bos when encoding with EncodeOptions::add_special
+  /// A pre-token that is a vocabulary token as a whole is emitted as that token without merging
+  /// (Hugging Face's BPE `ignore_merges`, Llama-3; always on for the llama3 pre-tokenizer).
+  bool ignore_merges = false;
 };
 
 /// How text is cut into pieces before BPE.
@@ -61,6 +67,11 @@ enum class PreTokenizer {
   /// remaining stretches (llama.cpp's "smollm", "starcoder", "refact", "command-r", "codeshell",
   /// "exaone", "minerva-7b"; Hugging Face: Digits(individual_digits) + ByteLevel).
   kDigitsThenGpt2,
+  /// Llama-3: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|
+  /// \s*[\r\n]+|\s+(?!\S)|\s+ (llama.cpp's "llama3", "llama-bpe", ...)
+  kLlama3,
+  /// Qwen2: the Llama-3 rule with \p{N} (one number character per piece) instead of \p{N}{1,3}.
+  kQwen2,
 };
 
 /// The character classes of the split rule. Exact for U+0000–U+00FF; beyond Latin-1 a compact
@@ -167,7 +178,22 @@ class BpeTokenizer {
   std::array<std::vector<int>, 256> specials_by_first_byte_;
   std::optional<int> bos_, eos_, unk_, pad_;
   bool add_bos_ = false;
+  bool ignore_merges_ = false;
   PreTokenizer pre_ = PreTokenizer::kGpt2;
 };
+
+/// The TokenizerData of a Hugging Face `tokenizer.json` (byte-level BPE: GPT-2, Llama-3, Qwen2,
+/// SmolLM2 families), with bos/eos from `tokenizer_config.json` when given (may be null).
+/// The pre-tokenizer is recognized from its definition: ByteLevel with its regex (GPT-2), a
+/// Split with Llama-3's or Qwen2's expression followed by ByteLevel, or Digits(individual) +
+/// ByteLevel (SmolLM2); anything else, a model other than BPE, byte_fallback, or a normalizer
+/// other than none/NFC is Error(kInvalidInput) naming `source` and the part. Added tokens keep
+/// their ids (special ones become control tokens, others user-defined); ids no entry names
+/// become unused placeholders. add_bos comes from tokenizer_config's add_bos_token, else from a
+/// TemplateProcessing post-processor that starts with a special token.
+TokenizerData tokenizer_data_from_hf(nlohmann::json const& tokenizer, nlohmann::json const* config,
+                                     std::string_view source);
+/// tokenizer_data_from_hf of DIR/tokenizer.json (and DIR/tokenizer_config.json if present).
+TokenizerData load_hf_tokenizer(std::filesystem::path const& dir);
 
 }  // namespace slidesparse::runtime
