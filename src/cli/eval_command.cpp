@@ -137,7 +137,8 @@ Command register_calibrate(CLI::App& app) {
   sub->add_option("--text", args->text, "Calibration text (e.g. ../shared/data/wikitext-2/valid.txt)");
   sub->add_option("--token-ids", args->token_ids, "Calibration token ids instead of text: a file of whitespace-separated integers");
   sub->add_option("--tokenizer", args->tokenizer,
-                  "GGUF file whose tokenizer encodes --text (default: the model's own, for a GGUF model)");
+                  "GGUF file whose tokenizer encodes --text (default: the model's own: GGUF metadata or the "
+                  "directory's tokenizer.json)");
   sub->add_option("--tokens", args->tokens, "Calibration tokens (from the start of the text)")->check(CLI::Range(1, 100000000));
   sub->add_option("--ctx", args->context, "Tokens per window")->check(CLI::Range(1, 1000000));
   sub->add_option("--out", args->out, "Output safetensors file (one F32 [K] vector per projection weight)")->required();
@@ -163,14 +164,20 @@ Command register_calibrate(CLI::App& app) {
         ids.push_back(v);
       }
     } else {
-      std::optional<io::GgufFile> tokenizer_file;
-      if (!args->tokenizer.empty()) tokenizer_file.emplace(io::GgufFile::open(args->tokenizer));
-      io::GgufFile const* source = tokenizer_file ? &*tokenizer_file : (model_file ? &*model_file : nullptr);
-      if (!source) {
-        fail(ErrorKind::kUsage, "calibrate: {} is a Hugging Face directory, whose tokenizer.json this tool does not read "
-             "yet: give --token-ids FILE, or --tokenizer FILE.gguf of the same model", args->model);
+      // The tokenizer: --tokenizer FILE.gguf, else the model's own (GGUF metadata, or a Hugging
+      // Face directory's tokenizer.json).
+      std::optional<runtime::TokenizerData> data;
+      if (!args->tokenizer.empty()) {
+        data = runtime::gguf_tokenizer_data(io::GgufFile::open(args->tokenizer));
+      } else if (model_file) {
+        data = runtime::gguf_tokenizer_data(*model_file);
+      } else if (std::filesystem::exists(std::filesystem::path(args->model) / "tokenizer.json")) {
+        data = runtime::load_hf_tokenizer(args->model);
+      } else {
+        fail(ErrorKind::kUsage, "calibrate: {} has no tokenizer.json: give --token-ids FILE, or --tokenizer FILE.gguf of "
+             "the same model", args->model);
       }
-      runtime::BpeTokenizer const tokenizer(runtime::gguf_tokenizer_data(*source));
+      runtime::BpeTokenizer const tokenizer(std::move(*data));
       ids = tokenizer.encode(read_text(args->text), {.add_special = false, .missing_byte = runtime::MissingByte::kSkip});
     }
     if (static_cast<std::int64_t>(ids.size()) > args->tokens) ids.resize(static_cast<std::size_t>(args->tokens));

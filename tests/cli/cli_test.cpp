@@ -121,7 +121,32 @@ TEST(Cli, CalibrateFeedsConvertPruneImportance) {
   // Errors: text without a tokenizer for a Hugging Face directory; a bad token id, located.
   Result const no_tokenizer = run("calibrate --model " + d + "/dense --text " + d + "/ids.txt --out " + d + "/x.safetensors");
   EXPECT_EQ(no_tokenizer.code, 2);
-  EXPECT_NE(no_tokenizer.output.find("--token-ids"), std::string::npos) << no_tokenizer.output;
+  EXPECT_NE(no_tokenizer.output.find("no tokenizer.json"), std::string::npos) << no_tokenizer.output;
+  {
+    // With a tokenizer.json (the 256 byte tokens of GPT-2's byte map, no merges) text works.
+    nlohmann::json vocab = nlohmann::json::object();
+    // Byte map as in tokenizer.hpp: printable bytes map to themselves, the other 68 to U+0100...
+    int next = 0;
+    for (int b = 0; b < 256; ++b) {
+      bool const printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+      char32_t const cp = printable ? static_cast<char32_t>(b) : static_cast<char32_t>(0x100 + next++);
+      std::string text;
+      if (cp < 0x80) {
+        text += static_cast<char>(cp);
+      } else {
+        text += static_cast<char>(0xC0 | (cp >> 6));
+        text += static_cast<char>(0x80 | (cp & 0x3F));
+      }
+      vocab[text] = b;
+    }
+    nlohmann::json const tokenizer = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
+                                      {"pre_tokenizer", {{"type", "ByteLevel"}, {"use_regex", true}}}};
+    std::ofstream(d + "/dense/tokenizer.json") << tokenizer.dump();
+    std::ofstream(d + "/text.txt") << "Calibration text, tokenized byte by byte.";
+    Result const with_text = run("calibrate --model " + d + "/dense --text " + d + "/text.txt --out " + d + "/t.safetensors");
+    EXPECT_EQ(with_text.code, 0) << with_text.output;
+    EXPECT_NE(with_text.output.find("41 tokens"), std::string::npos) << with_text.output;
+  }
   {
     std::ofstream bad(d + "/bad.txt");
     bad << "1 2 512 3";
