@@ -3,8 +3,8 @@
 #include <charconv>
 #include <chrono>
 #include <filesystem>
-#include <optional>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <unistd.h>
 
@@ -18,6 +18,10 @@
 #include "slidesparse/runtime/gguf_loader.hpp"
 #include "slidesparse/runtime/hf_loader.hpp"
 #include "slidesparse/runtime/perplexity.hpp"
+#ifdef SLIDESPARSE_HAVE_CUDA
+#include "slidesparse/cuda/device_info.hpp"
+#include "slidesparse/runtime/gpu_model.hpp"
+#endif
 
 namespace slidesparse::cli {
 namespace {
@@ -35,6 +39,8 @@ struct EvalArgs {
   std::string json;
   int threads = 0;
   bool slide = false;
+  std::string device = "cpu";
+  std::string dtype = "bf16";
 };
 
 std::string read_text(std::string const& path) {
@@ -67,6 +73,10 @@ Command register_eval(CLI::App& app) {
   ppl->add_option("--stride", args->stride, "Window step (<= ctx)")->check(CLI::Range(1, 1000000));
   ppl->add_option("--json", args->json, "Write the result as JSON to this file");
   ppl->add_option("--threads", args->threads, "Worker threads (default: all cores)");
+  ppl->add_option("--device", args->device,
+                  "cpu (float32 reference) or gpu (the GPU decoder: BF16 activations, --dtype projections; with "
+                  "--slide the pruned projections run as SlideSparse layers, without as dense layers)");
+  ppl->add_option("--dtype", args->dtype, "Projections on the GPU: bf16, fp8 or int8 (W8A8)");
   ppl->add_flag("--slide", args->slide,
                 "Run the pruned projections through the SlideSparse path (slid W', lifted x); its logits equal "
                 "the dense path's bit for bit (needs --pattern)");
@@ -80,6 +90,13 @@ Command register_eval(CLI::App& app) {
     runtime::EncodeOptions const encode{.add_special = false, .missing_byte = runtime::MissingByte::kSkip};
     bool const importance = args->pattern != "dense" && args->prune == "importance";
     if (args->slide && args->pattern == "dense") fail(ErrorKind::kUsage, "eval ppl: --slide needs --pattern");
+    bool const gpu = args->device == "gpu";
+    if (!gpu && args->device != "cpu") fail(ErrorKind::kUsage, "eval ppl: --device must be cpu or gpu, not '{}'", args->device);
+    DType gpu_dtype = DType::kBF16;
+    if (args->dtype == "fp8") gpu_dtype = DType::kF8E4M3;
+    else if (args->dtype == "int8") gpu_dtype = DType::kI8;
+    else if (args->dtype != "bf16") fail(ErrorKind::kUsage, "eval ppl: unknown dtype '{}' (bf16, fp8, int8)", args->dtype);
+    if (!gpu && args->dtype != "bf16") fail(ErrorKind::kUsage, "eval ppl: --dtype applies to --device gpu");
     if (importance && args->calibration_text.empty()) {
       fail(ErrorKind::kUsage, "eval ppl: --prune importance needs --calibration-text (e.g. the validation split)");
     }
@@ -94,16 +111,36 @@ Command register_eval(CLI::App& app) {
         stats = runtime::calibrate(dense, calib, args->context);
       }
       runtime::prune_model(weights, SparsityPattern::parse(args->pattern), importance ? &stats : nullptr);
-      if (args->slide) weights.slide_projections(SparsityPattern::parse(args->pattern));
+      if (args->slide && !gpu) weights.slide_projections(SparsityPattern::parse(args->pattern));
     }
-    runtime::CpuModel const model(std::move(weights));
     std::vector<int> ids = tokenizer.encode(read_text(args->text), encode);
     if (static_cast<std::int64_t>(ids.size()) > args->tokens) ids.resize(static_cast<std::size_t>(args->tokens));
     bool const tty = ::isatty(STDERR_FILENO) != 0;
-    runtime::PerplexityResult const r = runtime::perplexity(
-        model, ids, {args->context, std::min(args->stride, args->context)}, [&](std::int64_t done, std::int64_t total) {
-          if (tty) fmt::print(stderr, "\reval ppl: window {}/{}", done, total);
-        });
+    auto const progress = [&](std::int64_t done, std::int64_t total) {
+      if (tty) fmt::print(stderr, "\reval ppl: window {}/{}", done, total);
+    };
+    runtime::PerplexityOptions const windows{args->context, std::min(args->stride, args->context)};
+    runtime::PerplexityResult r;
+    if (gpu) {
+#ifdef SLIDESPARSE_HAVE_CUDA
+      if (std::string const problem = cuda::query_cuda_environment().problem; !problem.empty()) {
+        fail(ErrorKind::kUsage, "eval ppl: no usable GPU: {}", problem);
+      }
+      runtime::GpuModelOptions options;
+      options.compute_dtype = gpu_dtype;
+      if (args->slide) options.pattern = SparsityPattern::parse(args->pattern);
+      runtime::GpuModel model(weights, options);
+      model.reserve(1, args->context, args->context);
+      r = runtime::perplexity([&](std::span<int const> window) { return model.sequence_logits(window); },
+                              model.config().vocab, ids, windows, progress);
+#else
+      (void)gpu_dtype;
+      fail(ErrorKind::kUsage, "eval ppl: this binary was built without the CUDA layer");
+#endif
+    } else {
+      runtime::CpuModel const model(std::move(weights));
+      r = runtime::perplexity(model, ids, windows, progress);
+    }
     if (tty) fmt::print(stderr, "\n");
     double const seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     nlohmann::json const result = {
@@ -112,7 +149,8 @@ Command register_eval(CLI::App& app) {
         {"calibration_text", importance ? args->calibration_text : ""},
         {"calibration_tokens", importance ? args->calibration_tokens : 0},
         {"context", args->context}, {"stride", std::min(args->stride, args->context)},
-        {"path", args->slide ? "slidesparse" : "dense"},
+        {"path", args->slide ? "slidesparse" : "dense"}, {"device", args->device},
+        {"dtype", gpu ? args->dtype : "f32"},
         {"scored", r.scored},       {"perplexity", r.perplexity()},
         {"first_half_perplexity", r.first_half_perplexity()},       {"second_half_perplexity", r.second_half_perplexity()},
         {"seconds", seconds},       {"threads", worker_threads()}};

@@ -612,6 +612,13 @@ void GpuModel::collect_profile() {
   event_names_.clear();
 }
 
+std::vector<float> GpuModel::sequence_logits(std::span<int const> tokens) {
+  reset(0);
+  SequenceStep const step{0, tokens};
+  forward(std::span(&step, 1), true);
+  return logits();
+}
+
 double GpuModel::last_decode_ms() const {
   synchronize();
   float ms = 0;

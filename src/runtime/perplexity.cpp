@@ -35,12 +35,20 @@ double PerplexityResult::second_half_perplexity() const {
 
 PerplexityResult perplexity(CpuModel const& model, std::span<int const> tokens, PerplexityOptions const& o,
                             std::function<void(std::int64_t, std::int64_t)> const& progress) {
+  WindowLogits const window_logits = [&](std::span<int const> window) {
+    Sequence seq = model.new_sequence(static_cast<std::int64_t>(window.size()));
+    return model.forward(seq, window, true);
+  };
+  return perplexity(window_logits, model.config().vocab, tokens, o, progress);
+}
+
+PerplexityResult perplexity(WindowLogits const& window_logits, std::int64_t vocab, std::span<int const> tokens,
+                            PerplexityOptions const& o, std::function<void(std::int64_t, std::int64_t)> const& progress) {
   if (o.context < 2 || o.stride < 1 || o.stride > o.context) {
     fail(ErrorKind::kUsage, "perplexity: need context >= 2 and 1 <= stride <= context (got {} and {})", o.context, o.stride);
   }
   auto const n = static_cast<std::int64_t>(tokens.size());
   if (n < 2) fail(ErrorKind::kUsage, "perplexity: need at least 2 tokens, got {}", n);
-  std::int64_t const vocab = model.config().vocab;
   PerplexityResult r;
   std::int64_t const half = (n - 1) / 2;  // scored tokens 1 .. half are the first half
   std::int64_t const windows = (n - 1 + o.stride - 1) / o.stride;
@@ -48,9 +56,11 @@ PerplexityResult perplexity(CpuModel const& model, std::span<int const> tokens, 
   for (std::int64_t w = 0; w < windows; ++w) {
     std::int64_t const end = std::min(n, (w + 1) * o.stride + 1);  // exclusive
     std::int64_t const begin = std::max<std::int64_t>(0, end - o.context);
-    Sequence seq = model.new_sequence(end - begin);
-    std::vector<float> const logits = model.forward(seq, tokens.subspan(static_cast<std::size_t>(begin),
-                                                                        static_cast<std::size_t>(end - begin)), true);
+    std::vector<float> const logits =
+        window_logits(tokens.subspan(static_cast<std::size_t>(begin), static_cast<std::size_t>(end - begin)));
+    if (static_cast<std::int64_t>(logits.size()) != (end - begin) * vocab) {
+      fail(ErrorKind::kInternal, "perplexity: a window of {} tokens gave {} logits (vocab {})", end - begin, logits.size(), vocab);
+    }
     // logits row i predicts token begin + i + 1.
     for (std::int64_t t = std::max(scored_until + 1, begin + 1); t < end; ++t) {
       double const nll = negative_log_likelihood(logits.data() + (t - 1 - begin) * vocab, vocab, tokens[static_cast<std::size_t>(t)]);

@@ -78,6 +78,27 @@ TEST(Cli, RunChecksItsArgumentsAndRunsOrSaysThereIsNoGpu) {
   }
 }
 
+TEST(Cli, EvalOnTheGpuRunsOrSaysThereIsNoGpu) {
+  // SmolLM2 (installed by setup): a few windows on the GPU decoder where one exists.
+  // tests/cli/<this file> -> <source root>
+  std::filesystem::path const root = std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
+  std::string const model = (root / ".deps/models/SmolLM2-135M-Instruct.Q4_1.gguf").string();
+  std::string const text = (root / "../shared/data/wikitext-2/test.txt").string();
+  if (!std::filesystem::exists(model) || !std::filesystem::exists(text)) GTEST_SKIP() << "no " << model << " or " << text;
+  Result const r = run("eval ppl --model " + model + " --text " + text + " --tokens 96 --ctx 48 --device gpu --pattern 6:8 --slide");
+  if (r.code == 0) {
+    EXPECT_NE(r.output.find("perplexity"), std::string::npos) << r.output;
+  } else {
+    EXPECT_EQ(r.code, 2) << r.output;
+    EXPECT_TRUE(r.output.find("no usable GPU") != std::string::npos ||
+                r.output.find("built without the CUDA layer") != std::string::npos)
+        << r.output;
+  }
+  Result const bad = run("eval ppl --model " + model + " --text " + text + " --device tpu");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.output.find("--device must be cpu or gpu"), std::string::npos) << bad.output;
+}
+
 TEST(Cli, EvalNamesAMissingModelFile) {
   Result const r = run("eval ppl --model /nonexistent/model.gguf --text /nonexistent/text.txt");
   EXPECT_EQ(r.code, 2) << r.output;

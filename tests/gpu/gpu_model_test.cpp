@@ -399,6 +399,34 @@ TEST_F(GpuModelTest, Int8SlideSparseEqualsDenseOnPrunedWeights) {
   }
 }
 
+TEST_F(GpuModelTest, PerplexityMatchesTheCpuModel) {
+  // The same windowing over the GPU's logits. Each token's NLL changes by at most
+  // 2 max|delta logit| (log-softmax is 1-Lipschitz in each argument, twice for the target);
+  // the BF16 bound above gives max|delta logit| <= 0.02 max|logit|.
+  ModelConfig const c = mid_config();
+  ModelWeights w = ModelWeights::random(c, 501);
+  match_gpu_weights(w, DType::kBF16);
+  GpuModel gpu(w, {});
+  CpuModel const cpu(std::move(w));
+  test::Rng rng(501);
+  SCOPED_TRACE(rng.describe());
+  std::vector<int> const tokens = random_tokens(rng, 150, c.vocab);
+  PerplexityOptions const options{64, 32};
+  gpu.reserve(1, options.context, options.context);
+  PerplexityResult const on_cpu = perplexity(cpu, tokens, options);
+  PerplexityResult const on_gpu = perplexity([&](std::span<int const> t) { return gpu.sequence_logits(t); }, c.vocab, tokens, options);
+  ASSERT_EQ(on_gpu.scored, on_cpu.scored);
+  Sequence seq = cpu.new_sequence(static_cast<std::int64_t>(tokens.size()));
+  std::vector<float> const all = cpu.forward(seq, tokens, true);
+  float max_logit = 0;
+  for (float x : all) max_logit = std::max(max_logit, std::abs(x));
+  double const mean_nll_cpu = on_cpu.nll_sum / static_cast<double>(on_cpu.scored);
+  double const mean_nll_gpu = on_gpu.nll_sum / static_cast<double>(on_gpu.scored);
+  EXPECT_LE(std::abs(mean_nll_gpu - mean_nll_cpu), 2 * 0.02 * max_logit) << "max |logit| " << max_logit;
+  EXPECT_GT(on_gpu.perplexity(), 1.0);
+  std::cout << "[ info ] perplexity CPU " << on_cpu.perplexity() << " GPU " << on_gpu.perplexity() << "\n";
+}
+
 TEST_F(GpuModelTest, UsageErrorsNameTheProblem) {
   ModelConfig const c = ModelConfig::preset("tiny-llama");
   GpuModel gpu(ModelWeights::random(c, 5), {});

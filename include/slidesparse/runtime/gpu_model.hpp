@@ -116,6 +116,9 @@ class GpuModel {
   /// launch (captured at the start of the call).
   void decode_greedy(std::int64_t batch, std::int64_t steps, bool use_graph = true);
 
+  /// The logits [T, vocab] of every token of `tokens` run as a fresh sequence in slot 0 (which
+  /// is emptied first): perplexity()'s WindowLogits. reserve() must allow T tokens.
+  std::vector<float> sequence_logits(std::span<int const> tokens);
   /// GPU time of the last decode_greedy() call's steps (after its graph capture), in ms.
   double last_decode_ms() const;
   /// The last step's logits [rows, vocab] as float (synchronizes).

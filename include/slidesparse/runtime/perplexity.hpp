@@ -10,6 +10,7 @@
 #include <functional>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "slidesparse/core/pattern.hpp"
 #include "slidesparse/runtime/cpu_model.hpp"
@@ -37,6 +38,13 @@ struct PerplexityResult {
 /// before its end and scores the tokens that the previous window did not. Log-softmax in double.
 /// progress(done, total) is called after every window.
 PerplexityResult perplexity(CpuModel const& model, std::span<int const> tokens, PerplexityOptions const& options,
+                            std::function<void(std::int64_t, std::int64_t)> const& progress = {});
+/// The logits [window.size(), vocab] of a window of tokens run as a fresh sequence: what a
+/// backend provides so that the same windowing scores it (the GPU model's sequence_logits).
+using WindowLogits = std::function<std::vector<float>(std::span<int const> window)>;
+/// perplexity() over any backend's window logits (vocab = their row length).
+PerplexityResult perplexity(WindowLogits const& window_logits, std::int64_t vocab, std::span<int const> tokens,
+                            PerplexityOptions const& options,
                             std::function<void(std::int64_t, std::int64_t)> const& progress = {});
 
 /// Prunes q, k, v, o, gate, up and down of every layer to the pattern along K: by magnitude, or,
