@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <fstream>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -21,6 +20,7 @@
 #include "bench_timing.hpp"
 #include "slidesparse/core/lift.hpp"
 #include "slidesparse/core/prune.hpp"
+#include "slidesparse/core/random.hpp"
 #include "slidesparse/core/slide.hpp"
 #include "slidesparse/cuda/check.hpp"
 #include "slidesparse/cuda/cublaslt_gemm.hpp"
@@ -49,16 +49,10 @@ double median_us(F&& call, int sets) {
   return bench::time_calls(sets, 3, 20, 1, call).median_us;
 }
 
-// Random weight codes [n, k]: FP8 E4M3 values in +-[0.5, 4) or INT8 in [-127, 127], no zeros.
-std::vector<std::byte> random_codes(DType dtype, std::int64_t rows, std::int64_t cols, std::mt19937_64& rng) {
-  std::vector<std::byte> v(static_cast<std::size_t>(rows * cols));
-  std::uniform_int_distribution<int> code(0, 255);
-  for (auto& b : v) {
-    int c = code(rng);
-    if (dtype == DType::kF8E4M3) c = (c & 0x80) | (0x30 + (c & 0x1F));  // exponents 6..9: 0.5..3.75
-    else if (c == 0 || c == 128) c = 1;
-    b = static_cast<std::byte>(c);
-  }
+// Random weight codes [n, k] (core/random.hpp: no zeros, finite).
+std::vector<std::byte> random_codes(DType dtype, std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
+  std::vector<std::byte> v(static_cast<std::size_t>(rows * cols) * dtype_size(dtype));
+  fill_random(dtype, v.data(), rows * cols, seed);
   return v;
 }
 
@@ -80,7 +74,7 @@ int main(int argc, char** argv) {
     DType const out = in == DType::kI8 ? DType::kI32 : DType::kBF16;
     fmt::print("GEMM only, Qwen2.5-7B linear layers, {} -> {}; GPU {}; cuSPARSELt {}\n", dtype_name(in),
                dtype_name(out), env.gpus.front().name, env.cusparselt_version);
-    std::mt19937_64 rng(2026);
+    std::uint64_t seed = 2026;
     std::vector<std::int64_t> const ms = {256, 1024, 4096, 16384};
     char const* const patterns[] = {"2:4", "4:6", "6:8", "14:16"};
     nlohmann::json results = nlohmann::json::array();
@@ -88,7 +82,7 @@ int main(int argc, char** argv) {
     std::vector<std::vector<double>> sums(5, std::vector<double>(ms.size(), 0.0));
     fmt::print("| layer | N | K | M | dense us | 2:4 | 4:6 | 6:8 | 14:16 |\n|---|---|---|---|---|---|---|---|---|\n");
     for (Layer const& layer : kQwen25_7B) {
-      std::vector<std::byte> w = random_codes(in, layer.n, layer.k, rng);
+      std::vector<std::byte> w = random_codes(in, layer.n, layer.k, ++seed);
       // Dense baseline: the 6:8-pruned weight, i.e. what a user of the pruned model runs without
       // SlideSparse (zeros can lower a GEMM's power draw, so the baseline gets them too).
       std::vector<std::byte> dense_pruned = w;
@@ -118,7 +112,7 @@ int main(int argc, char** argv) {
         std::size_t const y_bytes = static_cast<std::size_t>(m * layer.n) * dtype_size(out);
         int const sets = static_cast<int>(std::clamp<std::size_t>((200u << 20) / (x_bytes + y_bytes) + 1, 2, 8));
         std::vector<std::unique_ptr<DeviceMemory>> xs, ys;
-        std::vector<std::byte> x_host = random_codes(in, m, static_cast<std::int64_t>(x_bytes / static_cast<std::size_t>(m)), rng);
+        std::vector<std::byte> x_host = random_codes(in, m, static_cast<std::int64_t>(x_bytes / static_cast<std::size_t>(m)), ++seed);
         for (int s = 0; s < sets; ++s) {
           xs.push_back(std::make_unique<DeviceMemory>(x_bytes));
           ys.push_back(std::make_unique<DeviceMemory>(y_bytes));

@@ -12,7 +12,6 @@
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 
-#include "slidesparse/core/numeric.hpp"
 #include "slidesparse/core/parallel.hpp"
 #include "slidesparse/core/prune.hpp"
 #include "slidesparse/core/random.hpp"
@@ -28,43 +27,6 @@
 namespace slidesparse::bench {
 namespace {
 
-
-// Random nonzero values of the dtype: FP8 codes with magnitudes 0.5 .. 3.75 (exponents 6..9),
-// INT8 in [-127, 127] without 0, 16-bit values +-[2^-4, 2) (random sign, exponent, mantissa).
-void fill_random(DType dtype, std::byte* data, std::int64_t count, std::uint64_t seed) {
-  std::size_t const elem = dtype_size(dtype);
-  parallel_for(count, 4, [&](std::int64_t begin, std::int64_t end) {
-    for (std::int64_t i = begin; i < end; ++i) {
-      std::uint64_t const r = splitmix64(seed ^ (static_cast<std::uint64_t>(i) * 0x2545F4914F6CDD1Dull));
-      std::byte* p = data + static_cast<std::size_t>(i) * elem;
-      switch (dtype) {
-        case DType::kF8E4M3: store<std::uint8_t>(p, static_cast<std::uint8_t>((r & 0x80) | (0x30 + (r >> 8 & 0x1F)))); break;
-        case DType::kI8: {
-          auto v = static_cast<int>(r % 255) - 127;
-          store<std::int8_t>(p, static_cast<std::int8_t>(v == 0 ? 1 : v));
-          break;
-        }
-        default: {
-          float const mant = 1.0f + static_cast<float>(r >> 40 & 0xFFFF) / 65536.0f;
-          float const v = std::ldexp(mant, -static_cast<int>(r >> 8 & 3)) * ((r & 1) ? -1.0f : 1.0f);
-          store<std::uint16_t>(p, dtype == DType::kBF16 ? float_to_bf16(v).bits : float_to_fp16(v).bits);
-        }
-      }
-    }
-  });
-}
-
-// Fills a device buffer with a random 1 MiB pattern repeated (host generation of GBs would
-// dominate the run; the GEMM's speed does not depend on the repetition).
-void fill_device(DType dtype, void* dst, std::size_t bytes, std::uint64_t seed) {
-  std::size_t const chunk = std::min<std::size_t>(bytes, 1u << 20) / dtype_size(dtype) * dtype_size(dtype);
-  std::vector<std::byte> host(chunk);
-  fill_random(dtype, host.data(), static_cast<std::int64_t>(chunk / dtype_size(dtype)), seed);
-  for (std::size_t off = 0; off < bytes; off += chunk) {
-    SLIDESPARSE_CUDA_CHECK(cudaMemcpy(static_cast<std::byte*>(dst) + off, host.data(), std::min(chunk, bytes - off),
-                                      cudaMemcpyHostToDevice));
-  }
-}
 
 class Timer {
  public:
@@ -236,7 +198,7 @@ Report run_benchmark(BenchOptions const& options) {
         std::string const dname = bench_dtype_name(dtype);
         // Inputs and outputs for the largest M; the layers read the first M rows.
         cuda::DeviceBuffer x(static_cast<std::size_t>(m_max * shape.k) * 2), y(static_cast<std::size_t>(m_max * shape.n) * 2);
-        fill_device(act, x.get(), static_cast<std::size_t>(m_max * shape.k) * 2, ++seed);
+        cuda::fill_device_random(act, x.get(), static_cast<std::size_t>(m_max * shape.k) * 2, ++seed, nullptr);
         std::vector<std::byte> base(static_cast<std::size_t>(shape.n * shape.k) * dtype_size(dtype));
         fill_random(dtype, base.data(), shape.n * shape.k, ++seed);
         std::vector<float> const scales(w8a8 ? static_cast<std::size_t>(shape.n) : 0, 1.0f / 512);

@@ -8,8 +8,6 @@
 #include <nlohmann/json.hpp>
 
 #include "gemm_tuning.hpp"
-#include "slidesparse/core/numeric.hpp"
-#include "slidesparse/core/random.hpp"
 #include "slidesparse/cuda/check.hpp"
 #include "slidesparse/cuda/device_buffer.hpp"
 #include "slidesparse/cuda/l2_flush.hpp"
@@ -17,25 +15,6 @@
 
 namespace slidesparse::cuda {
 namespace {
-
-// Activations for the timing runs: N(0, 1)-like BF16/F16 values (a 1 MiB random block repeated;
-// the GEMMs' speed does not depend on the repetition, but it does on zeros, which draw less power).
-void fill_activations(DType dtype, void* dst, std::size_t elements, cudaStream_t stream) {
-  std::size_t const chunk = std::min<std::size_t>(elements, std::size_t{1} << 19);
-  std::vector<std::uint16_t> host(chunk);
-  for (std::size_t i = 0; i < chunk; ++i) {
-    // Sum of four uniforms in [-1, 1): roughly normal, never a NaN or an infinity.
-    std::uint64_t const r = splitmix64(0x5EEDull ^ (i * 0x9E3779B97F4A7C15ull));
-    float v = 0;
-    for (int j = 0; j < 4; ++j) v += static_cast<float>((r >> (16 * j)) & 0xFFFF) / 32768.0f - 1.0f;
-    host[i] = dtype == DType::kBF16 ? float_to_bf16(v).bits : float_to_fp16(v).bits;
-  }
-  for (std::size_t off = 0; off < elements; off += chunk) {
-    SLIDESPARSE_CUDA_CHECK(cudaMemcpyAsync(static_cast<std::uint16_t*>(dst) + off, host.data(),
-                                           std::min(chunk, elements - off) * 2, cudaMemcpyHostToDevice, stream));
-  }
-  SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream));  // `host` goes out of scope
-}
 
 }  // namespace
 
@@ -149,7 +128,7 @@ void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
   // Time every candidate's whole forward over the bucket's rows.
   std::size_t const act = dtype_size(config_.layer.activation_dtype);
   DeviceBuffer x(static_cast<std::size_t>(bucket * k_) * act), y(static_cast<std::size_t>(bucket * n_) * act);
-  fill_activations(config_.layer.activation_dtype, x.get(), static_cast<std::size_t>(bucket * k_), stream);
+  fill_device_random(config_.layer.activation_dtype, x.get(), static_cast<std::size_t>(bucket * k_) * 2, 0x5EED, stream);
   L2Flusher flusher;
   cudaEvent_t start = nullptr, stop = nullptr;
   SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&start));

@@ -4,7 +4,10 @@
 /// same result.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+
+#include "slidesparse/core/dtype.hpp"
 
 namespace slidesparse {
 
@@ -15,5 +18,12 @@ constexpr std::uint64_t splitmix64(std::uint64_t x) noexcept {
   x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
   return x ^ (x >> 31);
 }
+
+/// Random nonzero, finite values of `dtype` for synthetic weights and activations: FP8 E4M3
+/// codes with magnitudes 0.5 .. 7.5 (biased exponents 6..9), INT8 in [-127, 127] without 0, BF16/F16
+/// values +-[2^-4, 2) (random sign, exponent, mantissa). Element i comes from
+/// splitmix64(seed ^ f(i)), filled in parallel: the result does not depend on the thread count.
+/// Throws Error(kUsage) for other dtypes.
+void fill_random(DType dtype, std::byte* data, std::int64_t count, std::uint64_t seed);
 
 }  // namespace slidesparse

@@ -9,6 +9,7 @@
 
 #include <cuda_runtime.h>
 
+#include "slidesparse/core/dtype.hpp"
 #include "slidesparse/cuda/check.hpp"
 
 namespace slidesparse::cuda {
@@ -55,5 +56,11 @@ class DeviceBuffer {
   void* ptr_ = nullptr;
   std::size_t bytes_ = 0;
 };
+
+/// Fills `bytes` of device memory with fill_random's values of `dtype` (core/random.hpp): a
+/// 1 MiB block generated once and repeated (host generation of gigabytes would dominate a
+/// benchmark; GEMM speed depends on zeros, which draw less power, not on repetition). Waits for
+/// the copies on `stream` before returning (the host block is freed).
+void fill_device_random(DType dtype, void* dst, std::size_t bytes, std::uint64_t seed, cudaStream_t stream);
 
 }  // namespace slidesparse::cuda
