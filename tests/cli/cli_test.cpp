@@ -121,6 +121,12 @@ TEST(Cli, DemoPasses) {
   EXPECT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("exact: yes"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("PASS"), std::string::npos) << r.output;
+  // The GPU part runs where a GPU is present (2:4 and 6:8 against dense), and says why not
+  // elsewhere.
+  EXPECT_TRUE(r.output.find("GPU part skipped") != std::string::npos ||
+              (r.output.find("speedup vs dense: 2:4") != std::string::npos &&
+               r.output.find("speedup vs dense: 6:8") != std::string::npos))
+      << r.output;
 }
 
 TEST(Cli, CalibrateFeedsConvertPruneImportance) {
