@@ -2,7 +2,6 @@
 // a model's layers, GEMM only and whole layer; JSON + CSV + markdown (see bench/runner.hpp).
 #include <charconv>
 #include <cstdio>
-#include <filesystem>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -101,11 +100,7 @@ Command register_bench(CLI::App& app) {
       else if (b != "library") fail(ErrorKind::kUsage, "bench: unknown backend '{}' (library, cutlass, dispatch)", b);
     }
 #ifdef SLIDESPARSE_HAVE_CUDA
-    std::filesystem::path const cache_path =
-        args->tuning_cache == "none" ? std::filesystem::path()
-                                     : (args->tuning_cache.empty() ? io::TuningCache::default_path()
-                                                                   : std::filesystem::path(args->tuning_cache));
-    io::TuningCache tuning = cache_path.empty() ? io::TuningCache() : io::TuningCache(cache_path);
+    io::TuningCache tuning = io::TuningCache::from_option(args->tuning_cache);
     bench::BenchOptions options;
     options.models = std::move(models);
     options.ms = std::move(ms);

@@ -106,11 +106,7 @@ Command register_run(CLI::App& app) {
     o.profile = !args->no_profile;
     o.use_graph = !args->no_graph;
     o.seed = args->seed;
-    std::filesystem::path const cache_path =
-        args->tuning_cache == "none" ? std::filesystem::path()
-                                     : (args->tuning_cache.empty() ? io::TuningCache::default_path()
-                                                                   : std::filesystem::path(args->tuning_cache));
-    io::TuningCache tuning = cache_path.empty() ? io::TuningCache() : io::TuningCache(cache_path);
+    io::TuningCache tuning = io::TuningCache::from_option(args->tuning_cache);
     o.tuning = &tuning;
     o.command = fmt::format("slidesparse run --model {} --pattern {} --dtype {}{} --backend {} --batch {} --prompt-len {} "
                             "--gen-len {} --repeats {} --seed {}{}{}",

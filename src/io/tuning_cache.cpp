@@ -70,6 +70,12 @@ class FileLock {
 
 TuningCache::TuningCache(fs::path file) : file_(std::move(file)), entries_(load_entries(file_)) {}
 
+TuningCache TuningCache::from_option(std::string const& option) {
+  if (option == "none") return TuningCache();
+  fs::path const path = option.empty() ? default_path() : fs::path(option);
+  return path.empty() ? TuningCache() : TuningCache(path);
+}
+
 fs::path TuningCache::default_path() {
   if (char const* explicit_path = std::getenv("SLIDESPARSE_TUNING_CACHE"); explicit_path && *explicit_path) {
     return explicit_path;

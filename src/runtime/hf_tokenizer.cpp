@@ -1,10 +1,8 @@
 // Hugging Face tokenizer.json (byte-level BPE) -> TokenizerData (see tokenizer.hpp).
-#include <fstream>
-#include <sstream>
-
 #include <fmt/format.h>
 
 #include "slidesparse/core/error.hpp"
+#include "slidesparse/io/hf_checkpoint.hpp"
 #include "slidesparse/runtime/tokenizer.hpp"
 
 namespace slidesparse::runtime {
@@ -150,22 +148,11 @@ TokenizerData tokenizer_data_from_hf(nlohmann::json const& j, nlohmann::json con
 }
 
 TokenizerData load_hf_tokenizer(std::filesystem::path const& dir) {
-  auto read = [](std::filesystem::path const& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) fail(ErrorKind::kIo, "cannot open {}", path.string());
-    std::ostringstream text;
-    text << in.rdbuf();
-    try {
-      return nlohmann::json::parse(text.str());
-    } catch (nlohmann::json::exception const& e) {
-      fail(ErrorKind::kInvalidInput, "{}: not valid JSON: {}", path.string(), e.what());
-    }
-  };
   std::filesystem::path const file = dir / "tokenizer.json";
   if (!std::filesystem::exists(file)) fail(ErrorKind::kIo, "{}: no tokenizer.json", dir.string());
-  nlohmann::json const tokenizer = read(file);
+  nlohmann::json const tokenizer = io::read_json_file(file);
   std::optional<nlohmann::json> config;
-  if (std::filesystem::exists(dir / "tokenizer_config.json")) config = read(dir / "tokenizer_config.json");
+  if (std::filesystem::exists(dir / "tokenizer_config.json")) config = io::read_json_file(dir / "tokenizer_config.json");
   return tokenizer_data_from_hf(tokenizer, config ? &*config : nullptr, file.string());
 }
 

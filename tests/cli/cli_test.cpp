@@ -30,6 +30,19 @@ Result run(std::string const& args) {
   return result;
 }
 
+// A GPU command: where a GPU exists it succeeds and prints `says`; elsewhere it exits 2 saying
+// there is no GPU (or no CUDA layer in this build).
+void expect_ran_or_no_gpu(Result const& r, std::string const& says) {
+  if (r.code == 0) {
+    EXPECT_NE(r.output.find(says), std::string::npos) << r.output;
+    return;
+  }
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_TRUE(r.output.find("no usable GPU") != std::string::npos ||
+              r.output.find("built without the CUDA layer") != std::string::npos)
+      << r.output;
+}
+
 TEST(Cli, EveryCommandHasHelp) {
   for (char const* command : {"convert", "slide", "verify", "inspect", "synth", "demo", "info", "bench", "eval ppl", "generate", "run", "calibrate"}) {
     Result const r = run(std::string(command) + " --help");
@@ -68,14 +81,7 @@ TEST(Cli, RunChecksItsArgumentsAndRunsOrSaysThereIsNoGpu) {
   // A tiny preset end to end where a GPU exists; elsewhere a clear refusal.
   Result const r = run("run --model preset:tiny-llama --dtype int8 --compare dense --batch 2 --prompt-len 9 --gen-len 5 "
                        "--tuning-cache none");
-  if (r.code == 0) {
-    EXPECT_NE(r.output.find("speedup vs dense: prefill"), std::string::npos) << r.output;
-  } else {
-    EXPECT_EQ(r.code, 2) << r.output;
-    EXPECT_TRUE(r.output.find("no usable GPU") != std::string::npos ||
-                r.output.find("built without the CUDA layer") != std::string::npos)
-        << r.output;
-  }
+  expect_ran_or_no_gpu(r, "speedup vs dense: prefill");
 }
 
 TEST(Cli, EvalOnTheGpuRunsOrSaysThereIsNoGpu) {
@@ -86,14 +92,7 @@ TEST(Cli, EvalOnTheGpuRunsOrSaysThereIsNoGpu) {
   std::string const text = (root / "../shared/data/wikitext-2/test.txt").string();
   if (!std::filesystem::exists(model) || !std::filesystem::exists(text)) GTEST_SKIP() << "no " << model << " or " << text;
   Result const r = run("eval ppl --model " + model + " --text " + text + " --tokens 96 --ctx 48 --device gpu --pattern 6:8 --slide");
-  if (r.code == 0) {
-    EXPECT_NE(r.output.find("perplexity"), std::string::npos) << r.output;
-  } else {
-    EXPECT_EQ(r.code, 2) << r.output;
-    EXPECT_TRUE(r.output.find("no usable GPU") != std::string::npos ||
-                r.output.find("built without the CUDA layer") != std::string::npos)
-        << r.output;
-  }
+  expect_ran_or_no_gpu(r, "perplexity");
   Result const bad = run("eval ppl --model " + model + " --text " + text + " --device tpu");
   EXPECT_EQ(bad.code, 2);
   EXPECT_NE(bad.output.find("--device must be cpu or gpu"), std::string::npos) << bad.output;

@@ -34,6 +34,9 @@ class TuningCache {
   /// $SLIDESPARSE_TUNING_CACHE if set, else $XDG_CACHE_HOME/slidesparse/tuning.json, else
   /// $HOME/.cache/slidesparse/tuning.json; empty when none of these is set.
   static std::filesystem::path default_path();
+  /// The cache a --tuning-cache option names: "" the default_path() file, "none" in memory only,
+  /// anything else that file.
+  static TuningCache from_option(std::string const& option);
 
   std::optional<nlohmann::json> find(std::string const& key) const;
   /// Records a result (replacing an older one under the same key); persisted by save().
