@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <cstring>
-#include <numeric>
 #include <utility>
 
 #include "slidesparse/core/error.hpp"

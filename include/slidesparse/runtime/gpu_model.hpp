@@ -26,7 +26,6 @@
 /// step at a batch size, no allocation, no host synchronization.
 #pragma once
 
-#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
