@@ -81,7 +81,7 @@ TEST(Cli, RunChecksItsArgumentsAndRunsOrSaysThereIsNoGpu) {
   // A tiny preset end to end where a GPU exists; elsewhere a clear refusal.
   Result const r = run("run --model preset:tiny-llama --dtype int8 --compare dense --batch 2 --prompt-len 9 --gen-len 5 "
                        "--tuning-cache none");
-  expect_ran_or_no_gpu(r, "speedup vs dense: prefill");
+  expect_ran_or_no_gpu(r, "speedup vs dense: 6:8 B=2 P=9: prefill");
 }
 
 TEST(Cli, EvalOnTheGpuRunsOrSaysThereIsNoGpu) {
