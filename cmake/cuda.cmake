@@ -42,6 +42,24 @@ if(SLIDESPARSE_HAVE_CUDA)
       "-DSLIDESPARSE_CUSPARSELT_ROOT=..., or -DSLIDESPARSE_ENABLE_CUDA=OFF.")
   endif()
   message(STATUS "slidesparse: CUDA layer ON (archs ${CMAKE_CUDA_ARCHITECTURES}); cuSPARSELt ${CUSPARSELT_LIBRARY}")
+
+  # cuDNN (fused prefill attention) is optional: SLIDESPARSE_CUDNN_ROOT first (the GPU machine's
+  # PyTorch copy, include/ and lib/), else the CUDA toolkit's; the frontend headers come from the
+  # pinned wheel that scripts/setup.sh unpacks. Without all three the attention falls back to the
+  # own kernel and says why.
+  find_path(CUDNN_INCLUDE_DIR cudnn.h HINTS "${SLIDESPARSE_CUDNN_ROOT}/include" NO_DEFAULT_PATH)
+  find_path(CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+  find_library(CUDNN_LIBRARY NAMES cudnn libcudnn.so.9 HINTS "${SLIDESPARSE_CUDNN_ROOT}/lib" NO_DEFAULT_PATH)
+  find_library(CUDNN_LIBRARY NAMES cudnn libcudnn.so.9
+               HINTS "${CUDAToolkit_LIBRARY_ROOT}/lib" "${CUDAToolkit_LIBRARY_ROOT}/lib64" ${CUDAToolkit_LIBRARY_DIR})
+  set(CUDNN_FRONTEND_INCLUDE_DIR "${SLIDESPARSE_DEPS_DIR}/cudnn-frontend/include")
+  if(CUDNN_INCLUDE_DIR AND CUDNN_LIBRARY AND EXISTS "${CUDNN_FRONTEND_INCLUDE_DIR}/cudnn_frontend.h")
+    set(SLIDESPARSE_HAVE_CUDNN ON)
+    message(STATUS "slidesparse: cuDNN ${CUDNN_LIBRARY} (headers ${CUDNN_INCLUDE_DIR}), frontend ${CUDNN_FRONTEND_INCLUDE_DIR}")
+  else()
+    set(SLIDESPARSE_HAVE_CUDNN OFF)
+    message(STATUS "slidesparse: no cuDNN (header '${CUDNN_INCLUDE_DIR}', library '${CUDNN_LIBRARY}', frontend ${CUDNN_FRONTEND_INCLUDE_DIR}): own attention kernel only")
+  endif()
 else()
   message(STATUS "slidesparse: CUDA layer OFF")
 endif()

@@ -18,7 +18,7 @@ trap 'tar -C "$logs" -czf "$OUT/bench-logs.tar.gz" . 2>/dev/null || true' EXIT
 torch_site=/opt/torch/.venv/lib/python3.12/site-packages
 cusparselt="${SLIDESPARSE_CUSPARSELT_ROOT:-$torch_site/nvidia/cusparselt}"
 command -v nvcc >/dev/null || export PATH="/usr/local/cuda/bin:$PATH"
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSLIDESPARSE_CUSPARSELT_ROOT="$cusparselt" \
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSLIDESPARSE_CUSPARSELT_ROOT="$cusparselt" -DSLIDESPARSE_CUDNN_ROOT="$torch_site/nvidia/cudnn" \
   -DCMAKE_CUDA_ARCHITECTURES=90a-real >"$logs/configure.log" 2>&1 || { cat "$logs/configure.log"; exit 3; }
 cmake --build build-gpu -j 16 --target slidesparse >"$logs/build.log" 2>&1 || { tail -50 "$logs/build.log"; exit 3; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu --format=csv \

@@ -58,7 +58,8 @@ if ! command -v nvcc >/dev/null; then
 fi
 
 if ! step configure cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
-       -DSLIDESPARSE_CUSPARSELT_ROOT="$cusparselt" -DCMAKE_CUDA_ARCHITECTURES=90a-real ||
+       -DSLIDESPARSE_CUSPARSELT_ROOT="$cusparselt" -DSLIDESPARSE_CUDNN_ROOT="$torch_site/nvidia/cudnn" \
+       -DCMAKE_CUDA_ARCHITECTURES=90a-real ||
    ! step build cmake --build build-gpu -j 16; then
   finish  # without a build nothing else can run
 fi

@@ -19,9 +19,10 @@ trap pack EXIT
 
 nvidia-smi > "$logs/nvidia-smi.txt" 2>&1
 { cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DSLIDESPARSE_CUSPARSELT_ROOT="$torch_site/nvidia/cusparselt" -DCMAKE_CUDA_ARCHITECTURES=90a-real &&
+    -DSLIDESPARSE_CUSPARSELT_ROOT="$torch_site/nvidia/cusparselt" -DSLIDESPARSE_CUDNN_ROOT="$torch_site/nvidia/cudnn" \
+    -DCMAKE_CUDA_ARCHITECTURES=90a-real &&
   cmake --build build-gpu -j 16; } > "$logs/build.log" 2>&1 || { tail -50 "$logs/build.log"; exit 1; }
-echo "build ok"
+echo "build ok"; grep -i "cudnn" "$logs/build.log" | head -3; build-gpu/bin/slidesparse info
 if [[ -z "${SKIP_TESTS:-}" ]]; then
   build-gpu/tests/gpu_tests --gtest_brief=1 > "$logs/gpu_tests.log" 2>&1
   echo "gpu_tests rc=$?"; grep -E "FAILED|PASSED|info \]" "$logs/gpu_tests.log" | head -40

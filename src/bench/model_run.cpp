@@ -53,6 +53,7 @@ std::unique_ptr<GpuModel> build_model(ModelRunOptions const& o, std::optional<Sp
   mo.compute_dtype = o.dtype;
   mo.pattern = pattern;
   mo.backend = o.backend;
+  mo.attention = o.attention;
   std::string const prefix = "preset:";
   if (o.model.rfind(prefix, 0) == 0) {
     runtime::ModelConfig const c = runtime::ModelConfig::preset(o.model.substr(prefix.size()));
@@ -170,6 +171,7 @@ nlohmann::json measure_point(ModelRunOptions const& o, GpuModel& model, std::int
           {"decode", decode_json},
           {"breakdown", breakdown},
           {"gemms_prefill", model.describe_gemms(B * P)},
+          {"attention", model.describe_attention()},
           {"gemms_decode", G > 0 ? model.describe_gemms(B) : ""},
           {"memory", {{"weights_bytes", mem.weights}, {"kv_cache_bytes", mem.kv_cache}, {"activation_bytes", mem.activations}}}};
 }
@@ -289,9 +291,9 @@ std::string model_run_summary(nlohmann::json const& r) {
   }
   for (auto const& v : r["variants"]) {
     if (!v["points"].empty()) {
-      out += fmt::format("{}: weights {:.2f} GiB, loaded in {:.1f} s\n", v["variant"].get<std::string>(),
+      out += fmt::format("{}: weights {:.2f} GiB, loaded in {:.1f} s; attention: {}\n", v["variant"].get<std::string>(),
                          static_cast<double>(v["points"][0]["memory"]["weights_bytes"].get<std::size_t>()) / (1 << 30),
-                         v["load_s"].get<double>());
+                         v["load_s"].get<double>(), v["points"][0].value("attention", std::string("?")));
     }
   }
   return out;

@@ -9,6 +9,7 @@
 #include "slidesparse/convert/synthetic.hpp"
 #include "slidesparse/core/parallel.hpp"
 #ifdef SLIDESPARSE_HAVE_CUDA
+#include "slidesparse/cuda/cudnn_attention.hpp"
 #include "slidesparse/cuda/device_info.hpp"
 #endif
 
@@ -246,11 +247,11 @@ Command register_info(CLI::App& app) {
     fmt::print("slidesparse {}\n", convert::tool_version());
 #ifdef SLIDESPARSE_HAVE_CUDA
     auto const env = cuda::query_cuda_environment();
-    fmt::print("CUDA runtime {}.{}, driver supports {}.{}, cuSPARSELt {}.{}.{}\n",
+    fmt::print("CUDA runtime {}.{}, driver supports {}.{}, cuSPARSELt {}.{}.{}, {}\n",
                env.runtime_version / 1000, env.runtime_version % 1000 / 10,
                env.driver_version / 1000, env.driver_version % 1000 / 10,
                env.cusparselt_version / 10000, env.cusparselt_version / 100 % 100,
-               env.cusparselt_version % 100);
+               env.cusparselt_version % 100, cuda::CudnnAttention::version());
     for (auto const& g : env.gpus) {
       fmt::print("GPU {}: {} (sm_{}{}, {} SMs, {:.1f} GiB)\n", g.index, g.name, g.sm_major, g.sm_minor,
                  g.multiprocessors, static_cast<double>(g.memory_bytes) / (1 << 30));

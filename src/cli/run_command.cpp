@@ -27,6 +27,7 @@ struct RunArgs {
   std::string dtype = "fp8";
   std::string compare;
   std::string backend = "auto";
+  std::string attention = "auto";
   std::vector<std::int64_t> batches = {8};
   std::vector<std::int64_t> prompt_lens = {512};
   std::int64_t gen_len = 128;
@@ -54,6 +55,9 @@ Command register_run(CLI::App& app) {
   sub->add_option("--dtype", args->dtype, "fp8, int8 or bf16 (W8A8 for fp8/int8; default fp8)");
   sub->add_option("--compare", args->compare, "'dense': also run the dense model of the same dtype and report the speedup");
   sub->add_option("--backend", args->backend, "GEMM backend for the projections: auto, library or cutlass (default auto)");
+  sub->add_option("--attention", args->attention,
+                  "Attention of prefill steps: auto (cuDNN's fused attention for prompts of >= 64 tokens where it "
+                  "can run), own (the own kernel) or cudnn; decode always runs the own kernel (default auto)");
   sub->add_option("--batch", args->batches, "Sequences B, comma-separated for a sweep (default 8)")
       ->delimiter(',')->check(CLI::Range(1, 4096));
   sub->add_option("--prompt-len", args->prompt_lens,
@@ -84,6 +88,9 @@ Command register_run(CLI::App& app) {
     if (args->backend != "auto" && args->backend != "library" && args->backend != "cutlass") {
       fail(ErrorKind::kUsage, "run: unknown backend '{}' (auto, library, cutlass)", args->backend);
     }
+    if (args->attention != "auto" && args->attention != "own" && args->attention != "cudnn") {
+      fail(ErrorKind::kUsage, "run: unknown attention '{}' (auto, own, cudnn)", args->attention);
+    }
     // The model must exist before the GPU is asked for (a typo is a usage error on any machine).
     if (args->model.rfind("preset:", 0) == 0) {
       (void)runtime::ModelConfig::preset(args->model.substr(7));
@@ -99,6 +106,9 @@ Command register_run(CLI::App& app) {
     if (args->backend == "auto") o.backend = cuda::GemmBackend::kAuto;
     else if (args->backend == "library") o.backend = cuda::GemmBackend::kLibrary;
     else o.backend = cuda::GemmBackend::kCutlass;
+    o.attention = args->attention == "own"     ? runtime::AttentionBackend::kOwn
+                  : args->attention == "cudnn" ? runtime::AttentionBackend::kCudnn
+                                               : runtime::AttentionBackend::kAuto;
     o.batches = args->batches;
     o.prompt_lens = args->prompt_lens;
     o.gen_len = args->gen_len;
@@ -108,10 +118,10 @@ Command register_run(CLI::App& app) {
     o.seed = args->seed;
     io::TuningCache tuning = io::TuningCache::from_option(args->tuning_cache);
     o.tuning = &tuning;
-    o.command = fmt::format("slidesparse run --model {} --pattern {} --dtype {}{} --backend {} --batch {} --prompt-len {} "
-                            "--gen-len {} --repeats {} --seed {}{}{}",
+    o.command = fmt::format("slidesparse run --model {} --pattern {} --dtype {}{} --backend {} --attention {} --batch {} "
+                            "--prompt-len {} --gen-len {} --repeats {} --seed {}{}{}",
                             args->model, fmt::join(args->patterns, ","), args->dtype, o.compare_dense ? " --compare dense" : "",
-                            args->backend, fmt::join(args->batches, ","), fmt::join(args->prompt_lens, ","), args->gen_len,
+                            args->backend, args->attention, fmt::join(args->batches, ","), fmt::join(args->prompt_lens, ","), args->gen_len,
                             args->repeats, args->seed,
                             args->no_profile ? " --no-profile" : "", args->no_graph ? " --no-graph" : "");
     auto const started = std::chrono::steady_clock::now();

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <utility>
 
+#include <fmt/format.h>
+
 #include "slidesparse/core/error.hpp"
 #include "slidesparse/core/numeric.hpp"
 #include "slidesparse/core/parallel.hpp"
@@ -32,6 +34,12 @@ struct GpuModel::Plan {
   int const* tile_row_start = nullptr;
   int const* last_token = nullptr;  // [segments] packed index of each segment's last token
   int splits = 1;                   // split-KV attention (decode)
+  // cuDNN attention (forward steps): [segments] cache length after the step, [segments + 1]
+  // query offsets (elements), [segments][pages per slot] page table; null for decode.
+  int const* segment_kv = nullptr;
+  int const* q_offsets = nullptr;
+  int const* page_table = nullptr;
+  std::int64_t max_segment_tokens = 0;
 };
 
 namespace {
@@ -39,9 +47,14 @@ namespace {
 std::size_t bytes_of(std::int64_t count, std::size_t elem) { return static_cast<std::size_t>(count) * elem; }
 
 // Host-side plan arrays in the order of the device buffer: ids, slot, pos | segment slot,
-// start, tokens, last | tile segment, row start.
+// start, tokens, last | tile segment, row start | segment cache length, query offsets, page
+// table (the last three only with a page table, i.e. where cuDNN attention may run).
+constexpr std::size_t kPlanArrays = 12;
 struct HostPlan {
-  std::vector<int> ids, slot, pos, seg_slot, seg_start, seg_tokens, seg_last, tile_seg, tile_row;
+  std::int64_t q_dim = 0;           // elements per token of q (query offsets)
+  std::int64_t pages_per_slot = 0;  // cuDNN page table width; 0: no cuDNN arrays
+  std::vector<int> ids, slot, pos, seg_slot, seg_start, seg_tokens, seg_last, tile_seg, tile_row, seg_kv, q_off, pages;
+  int max_segment_tokens = 0;
 
   void add_segment(int s_slot, int start, int count, int first_pos, int group) {
     int const segment = static_cast<int>(seg_slot.size());
@@ -49,6 +62,7 @@ struct HostPlan {
     seg_start.push_back(start);
     seg_tokens.push_back(count);
     seg_last.push_back(start + count - 1);
+    max_segment_tokens = std::max(max_segment_tokens, count);
     for (int t = 0; t < count; ++t) {
       slot.push_back(s_slot);
       pos.push_back(first_pos + t);
@@ -57,22 +71,34 @@ struct HostPlan {
       tile_seg.push_back(segment);
       tile_row.push_back(r);
     }
+    if (pages_per_slot > 0) {
+      seg_kv.push_back(first_pos + count);
+      q_off.push_back(static_cast<int>(start * q_dim));
+      for (std::int64_t j = 0; j < pages_per_slot; ++j) pages.push_back(static_cast<int>(s_slot * pages_per_slot + j));
+    }
   }
   // The device view of flatten()'s result uploaded to `base`.
-  GpuModel::Plan on_device(int* base, std::array<std::size_t, 9> const& off) const;
-  // Concatenation and the offsets of each array (in ints).
-  std::vector<int> flatten(std::array<std::size_t, 9>& offsets) const {
+  GpuModel::Plan on_device(int* base, std::array<std::size_t, kPlanArrays> const& off) const;
+  // Concatenation and the offsets of each array (in ints). The query offsets end with the
+  // total, T * q_dim.
+  std::vector<int> flatten(std::array<std::size_t, kPlanArrays>& offsets) const {
     std::vector<int> all;
     std::size_t i = 0;
-    for (auto const* v : {&ids, &slot, &pos, &seg_slot, &seg_start, &seg_tokens, &seg_last, &tile_seg, &tile_row}) {
+    for (auto const* v : {&ids, &slot, &pos, &seg_slot, &seg_start, &seg_tokens, &seg_last, &tile_seg, &tile_row, &seg_kv,
+                          &q_off, &pages}) {
       offsets[i++] = all.size();
       all.insert(all.end(), v->begin(), v->end());
+      if (v == &q_off && pages_per_slot > 0) all.push_back(static_cast<int>(static_cast<std::int64_t>(slot.size()) * q_dim));
     }
     return all;
   }
+  // Ints the device buffer needs for a step of `tokens` tokens in at most `segments` segments.
+  static std::int64_t capacity_ints(std::int64_t tokens, std::int64_t segments, std::int64_t tiles, std::int64_t pages) {
+    return 3 * tokens + 4 * segments + 2 * tiles + 2 * segments + 1 + segments * pages;
+  }
 };
 
-GpuModel::Plan HostPlan::on_device(int* base, std::array<std::size_t, 9> const& off) const {
+GpuModel::Plan HostPlan::on_device(int* base, std::array<std::size_t, kPlanArrays> const& off) const {
   GpuModel::Plan p;
   p.tokens = static_cast<std::int64_t>(slot.size());
   p.segments = static_cast<std::int64_t>(seg_slot.size());
@@ -86,6 +112,12 @@ GpuModel::Plan HostPlan::on_device(int* base, std::array<std::size_t, 9> const& 
   p.last_token = base + off[6];
   p.tile_segment = base + off[7];
   p.tile_row_start = base + off[8];
+  if (pages_per_slot > 0) {
+    p.segment_kv = base + off[9];
+    p.q_offsets = base + off[10];
+    p.page_table = base + off[11];
+  }
+  p.max_segment_tokens = max_segment_tokens;
   return p;
 }
 
@@ -260,8 +292,10 @@ void GpuModel::reserve(std::int64_t slots, std::int64_t capacity, std::int64_t m
     fail(ErrorKind::kUsage, "GPU model: reserve needs positive slots, capacity and max_tokens (got {}, {}, {})", slots,
          capacity, max_tokens);
   }
-  if (capacity > std::int64_t{1} << 30 || slots * capacity > std::int64_t{1} << 31) {
-    fail(ErrorKind::kUsage, "GPU model: {} slots of {} tokens exceed the 32-bit position indices", slots, capacity);
+  std::int64_t const cache_rows = (capacity + 63) / 64 * 64;
+  if (capacity > std::int64_t{1} << 30 || slots * cache_rows * std::max<std::int64_t>(c.q_dim(), 1) > std::int64_t{1} << 31) {
+    fail(ErrorKind::kUsage, "GPU model: {} slots of {} tokens exceed the 32-bit position and offset indices", slots,
+         capacity);
   }
   SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
@@ -271,6 +305,7 @@ void GpuModel::reserve(std::int64_t slots, std::int64_t capacity, std::int64_t m
   decode_batch_ = 0;
   slots_ = slots;
   capacity_ = capacity;
+  cache_rows_ = cache_rows;
   max_tokens_ = max_tokens;
   lengths_.assign(static_cast<std::size_t>(slots), 0);
   has_next_.assign(static_cast<std::size_t>(slots), false);
@@ -287,10 +322,10 @@ void GpuModel::reserve(std::int64_t slots, std::int64_t capacity, std::int64_t m
   }
   rope_table_ = upload<float2>(table, stream_);
 
-  std::size_t const cache_bytes = bytes_of(c.layers * slots * capacity * c.kv_dim(), 2);
+  std::size_t const cache_bytes = bytes_of(c.layers * slots * cache_rows * c.kv_dim(), 2);
   k_cache_.allocate(cache_bytes);
   v_cache_.allocate(cache_bytes);
-  history_.allocate(bytes_of(slots * capacity, 4));
+  history_.allocate(bytes_of(slots * cache_rows, 4));
   seq_len_.allocate(bytes_of(slots, 4));
   next_token_.allocate(bytes_of(slots, 4));
   SLIDESPARSE_CUDA_CHECK(cudaMemsetAsync(next_token_.get(), 0, next_token_.size(), stream_));
@@ -309,11 +344,30 @@ void GpuModel::reserve(std::int64_t slots, std::int64_t capacity, std::int64_t m
   logits_.reset();
   logits_capacity_rows_ = 0;
   logits_rows_ = 0;
-  // Plan: 3 ints per token, 4 per segment (segments <= min(T, slots)), 2 per tile.
+  // Forward steps' attention: cuDNN where asked for and possible (kAuto: else the own kernel,
+  // saying why).
+  cudnn_attention_.reset();
+  attention_note_.clear();
+  if (options_.attention != AttentionBackend::kOwn) {
+    std::string const why = cuda::CudnnAttention::unsupported(static_cast<int>(c.heads), static_cast<int>(c.kv_heads),
+                                                              static_cast<int>(c.head_dim), cache_rows);
+    if (why.empty()) {
+      cudnn_attention_ = std::make_unique<cuda::CudnnAttention>(
+          static_cast<int>(c.heads), static_cast<int>(c.kv_heads), static_cast<int>(c.head_dim), slots, cache_rows,
+          1.0f / std::sqrt(static_cast<float>(c.head_dim)));
+    } else if (options_.attention == AttentionBackend::kCudnn) {
+      fail(ErrorKind::kUsage, "GPU model: cuDNN attention cannot run: {}", why);
+    } else {
+      attention_note_ = why;
+    }
+  }
+  // Plan: 3 ints per token, 4 per segment (segments <= min(T, slots)), 2 per tile, and the
+  // cuDNN arrays (2 per segment + 1, and the page table).
   std::int64_t const segments = std::min(T, slots);
   std::int64_t const group = c.heads / c.kv_heads;
   std::int64_t const tiles = (T * group + cuda::kAttentionTileRows - 1) / cuda::kAttentionTileRows + segments;
-  step_plan_.allocate(bytes_of(3 * T + 4 * segments + 2 * tiles, 4));
+  std::int64_t const pages = cudnn_attention_ ? cudnn_attention_->pages_per_slot() : 0;
+  step_plan_.allocate(bytes_of(HostPlan::capacity_ints(T, segments, tiles, pages), 4));
   SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
@@ -369,9 +423,9 @@ void GpuModel::run_step(Plan const& p, int const* tokens, bool all_logits) {
   auto* residual = residual_.as<float>();
   op(Category::kOther, "embed", [&] {
     SLIDESPARSE_CUDA_CHECK(cuda::launch_embed(embed_.get(), tokens, p.token_slot, p.token_pos, T, H, residual,
-                                              history_.as<int>(), capacity_, stream_));
+                                              history_.as<int>(), cache_rows_, stream_));
   });
-  std::int64_t const layer_cache = slots_ * capacity_ * c.kv_dim();  // elements per layer
+  std::int64_t const layer_cache = slots_ * cache_rows_ * c.kv_dim();  // elements per layer
   for (std::size_t l = 0; l < layers_.size(); ++l) {
     Layer& L = layers_[l];
     op(Category::kOther, "rms_norm", [&] {
@@ -394,15 +448,44 @@ void GpuModel::run_step(Plan const& p, int const* tokens, bool all_logits) {
       a.q_out = q_.get();
       a.k_cache = k_cache;
       a.v_cache = v_cache;
-      a.capacity = capacity_;
+      a.capacity = cache_rows_;
       SLIDESPARSE_CUDA_CHECK(cuda::launch_rope_cache(a, stream_));
     });
+    // Forward steps with long enough segments (every forward step with kCudnn) on cuDNN;
+    // decode steps (no page table in their plan) on the own split-KV kernel.
+    bool const on_cudnn = cudnn_attention_ && p.page_table &&
+                          (options_.attention == AttentionBackend::kCudnn ||
+                           p.max_segment_tokens >= GpuModelOptions::kCudnnMinTokens);
     op(Category::kAttention, "attention", [&] {
+      if (on_cudnn) {
+        cuda::CudnnAttentionArgs a;
+        a.q = q_.get();
+        a.out = attn_.get();
+        a.k_cache = k_cache;
+        a.v_cache = v_cache;
+        a.segments = p.segments;
+        a.max_segment_tokens = p.max_segment_tokens;
+        a.seq_len_q = p.segment_tokens;
+        a.seq_len_kv = p.segment_kv;
+        a.q_offsets = p.q_offsets;
+        a.page_table = p.page_table;
+        if (options_.attention == AttentionBackend::kCudnn) {
+          cudnn_attention_->run(a, stream_);
+          return;
+        }
+        try {
+          cudnn_attention_->run(a, stream_);
+          return;
+        } catch (Error const& e) {  // kAuto: a graph cuDNN cannot build falls back for good
+          attention_note_ = e.what();
+          cudnn_attention_.reset();
+        }
+      }
       cuda::AttentionArgs a;
       a.q = q_.get();
       a.k_cache = k_cache;
       a.v_cache = v_cache;
-      a.capacity = capacity_;
+      a.capacity = cache_rows_;
       a.token_pos = p.token_pos;
       a.segment_slot = p.segment_slot;
       a.segment_token_start = p.segment_token_start;
@@ -453,6 +536,8 @@ std::int64_t GpuModel::forward(std::span<SequenceStep const> steps, bool all_log
   ModelConfig const& c = config_;
   if (slots_ == 0) fail(ErrorKind::kUsage, "GPU model: call reserve() before forward()");
   HostPlan plan;
+  plan.q_dim = c.q_dim();
+  plan.pages_per_slot = cudnn_attention_ ? cudnn_attention_->pages_per_slot() : 0;
   std::vector<bool> seen(static_cast<std::size_t>(slots_), false);
   int const group = static_cast<int>(c.heads / c.kv_heads);
   for (SequenceStep const& step : steps) {
@@ -483,7 +568,7 @@ std::int64_t GpuModel::forward(std::span<SequenceStep const> steps, bool all_log
   }
   auto const T = static_cast<std::int64_t>(plan.ids.size());
   if (T == 0) return 0;
-  std::array<std::size_t, 9> off{};
+  std::array<std::size_t, kPlanArrays> off{};
   std::vector<int> const flat = plan.flatten(off);
   SLIDESPARSE_CUDA_CHECK(cudaMemcpyAsync(step_plan_.get(), flat.data(), flat.size() * sizeof(int), cudaMemcpyHostToDevice, stream_));
   Plan const p = plan.on_device(step_plan_.as<int>(), off);
@@ -510,7 +595,7 @@ void GpuModel::prepare_decode(std::int64_t batch) {
   HostPlan plan;
   int const group = static_cast<int>(c.heads / c.kv_heads);
   for (int s = 0; s < batch; ++s) plan.add_segment(s, s, 1, 0, group);  // positions set on the device
-  std::array<std::size_t, 9> off{};
+  std::array<std::size_t, kPlanArrays> off{};
   std::vector<int> const flat = plan.flatten(off);
   decode_plan_ = upload<int>(flat, stream_);
   decode_view_ = std::make_unique<Plan>(plan.on_device(decode_plan_.as<int>(), off));
@@ -640,7 +725,7 @@ std::vector<int> GpuModel::tokens(std::int64_t slot) const {
   synchronize();
   std::vector<int> out(static_cast<std::size_t>(n));
   if (n > 0) {
-    SLIDESPARSE_CUDA_CHECK(cudaMemcpy(out.data(), history_.as<int>() + slot * capacity_, out.size() * sizeof(int),
+    SLIDESPARSE_CUDA_CHECK(cudaMemcpy(out.data(), history_.as<int>() + slot * cache_rows_, out.size() * sizeof(int),
                                       cudaMemcpyDeviceToHost));
   }
   return out;
@@ -670,8 +755,20 @@ GpuModelMemory GpuModel::memory() const {
   m.activations = gemm + scratch_->bytes() + rope_table_.size() + history_.size() + residual_.size() + normed_.size() +
                   qkv_out_.size() + q_.size() + attn_.size() + proj_.size() + gate_up_.size() + act_.size() +
                   last_rows_.size() + logits_.size() + step_plan_.size() + decode_plan_.size() + partial_o_.size() +
-                  partial_ml_.size();
+                  partial_ml_.size() + (cudnn_attention_ ? cudnn_attention_->device_bytes() : 0);
   return m;
+}
+
+std::string GpuModel::describe_attention() const {
+  if (cudnn_attention_) {
+    return cuda::CudnnAttention::version() +
+           (options_.attention == AttentionBackend::kCudnn
+                ? std::string(" (every forward step)")
+                : fmt::format(" (forward steps of >= {} new tokens)", GpuModelOptions::kCudnnMinTokens)) +
+           ", own kernel for decode";
+  }
+  if (options_.attention == AttentionBackend::kOwn) return "own kernel";
+  return attention_note_.empty() ? "own kernel" : "own kernel (no cuDNN: " + attention_note_ + ")";
 }
 
 std::string GpuModel::describe_gemms(std::int64_t m) const {

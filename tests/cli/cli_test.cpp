@@ -73,7 +73,8 @@ TEST(Cli, RunChecksItsArgumentsAndRunsOrSaysThereIsNoGpu) {
   };
   for (Bad const& b : {Bad{"--dtype fp7", "unknown dtype 'fp7'"}, Bad{"--pattern 2:8", "6:8"},
                        Bad{"--compare 2:4", "--compare takes 'dense'"}, Bad{"--model preset:gpt-5", "gpt-5"},
-                       Bad{"--model /nonexistent/dir", "/nonexistent/dir"}, Bad{"--backend fast", "unknown backend 'fast'"}}) {
+                       Bad{"--model /nonexistent/dir", "/nonexistent/dir"}, Bad{"--backend fast", "unknown backend 'fast'"},
+                       Bad{"--attention flash", "unknown attention 'flash'"}}) {
     Result const r = run(std::string("run --tuning-cache none ") + b.args);
     EXPECT_EQ(r.code, 2) << b.args << ": " << r.output;
     EXPECT_NE(r.output.find(b.says), std::string::npos) << b.args << ": " << r.output;

@@ -36,16 +36,29 @@ struct AttentionCase {
   int heads, kv_heads, head_dim;
   std::vector<int> cached;  // tokens already in each sequence's cache
   std::vector<int> fresh;   // new tokens per sequence (this step)
+  std::vector<int> slots = {};  // cache slot of each sequence (default: its index)
 };
 
-void check_attention(AttentionCase const& tc, std::uint64_t seed, int splits) {
+// Which implementation check_attention runs: the own kernel with `splits` key splits, or cuDNN.
+struct AttentionImpl {
+  bool cudnn = false;
+  int splits = 1;
+};
+
+void check_attention(AttentionCase const& tc, std::uint64_t seed, AttentionImpl impl) {
   test::Rng rng(seed);
-  SCOPED_TRACE(rng.describe() + " splits " + std::to_string(splits) + " heads " + std::to_string(tc.heads) + "/" + std::to_string(tc.kv_heads) + " d " +
-               std::to_string(tc.head_dim));
+  int const splits = impl.splits;
+  SCOPED_TRACE(rng.describe() + (impl.cudnn ? " cuDNN" : " splits " + std::to_string(splits)) + " heads " +
+               std::to_string(tc.heads) + "/" + std::to_string(tc.kv_heads) + " d " + std::to_string(tc.head_dim));
   int const S = static_cast<int>(tc.fresh.size()), D = tc.head_dim, G = tc.heads / tc.kv_heads;
   int const q_dim = tc.heads * D, kv_dim = tc.kv_heads * D;
-  int capacity = 0;
-  for (int s = 0; s < S; ++s) capacity = std::max(capacity, tc.cached[s] + tc.fresh[s]);
+  auto slot_of = [&](int s) { return tc.slots.empty() ? s : tc.slots[static_cast<std::size_t>(s)]; };
+  int capacity = 0, cache_slots = 0;
+  for (int s = 0; s < S; ++s) {
+    capacity = std::max(capacity, tc.cached[s] + tc.fresh[s]);
+    cache_slots = std::max(cache_slots, slot_of(s) + 1);
+  }
+  capacity = (capacity + 63) / 64 * 64;  // as GpuModel lays out its cache (cuDNN pages it)
   // Cache values and queries: random BF16 (the kernel's inputs are BF16, so both sides see
   // the same numbers).
   auto random_bf16 = [&](std::size_t n, float scale) {
@@ -53,12 +66,12 @@ void check_attention(AttentionCase const& tc, std::uint64_t seed, int splits) {
     for (auto& x : v) x = float_to_bf16(rng.normal(scale)).bits;
     return v;
   };
-  std::vector<std::uint16_t> const k_cache = random_bf16(static_cast<std::size_t>(S) * capacity * kv_dim, 1.0f);
-  std::vector<std::uint16_t> const v_cache = random_bf16(static_cast<std::size_t>(S) * capacity * kv_dim, 1.0f);
+  std::vector<std::uint16_t> const k_cache = random_bf16(static_cast<std::size_t>(cache_slots) * capacity * kv_dim, 1.0f);
+  std::vector<std::uint16_t> const v_cache = random_bf16(static_cast<std::size_t>(cache_slots) * capacity * kv_dim, 1.0f);
   std::vector<int> token_pos, seg_slot, seg_start, seg_tokens, tile_seg, tile_row;
   int T = 0;
   for (int s = 0; s < S; ++s) {
-    seg_slot.push_back(s);
+    seg_slot.push_back(slot_of(s));
     seg_start.push_back(T);
     seg_tokens.push_back(tc.fresh[s]);
     for (int t = 0; t < tc.fresh[s]; ++t) token_pos.push_back(tc.cached[s] + t);
@@ -83,31 +96,61 @@ void check_attention(AttentionCase const& tc, std::uint64_t seed, int splits) {
   dout.fill(0xFF);  // poison: NaN in BF16
   DeviceBuffer const dpos = device_ints(token_pos), dslot = device_ints(seg_slot), dstart = device_ints(seg_start),
                      dtok = device_ints(seg_tokens), dtseg = device_ints(tile_seg), dtrow = device_ints(tile_row);
-  cuda::AttentionArgs a;
-  a.q = dq.get();
-  a.k_cache = dk.get();
-  a.v_cache = dv.get();
-  a.capacity = capacity;
-  a.token_pos = dpos.as<int>();
-  a.segment_slot = dslot.as<int>();
-  a.segment_token_start = dstart.as<int>();
-  a.segment_tokens = dtok.as<int>();
-  a.tile_segment = dtseg.as<int>();
-  a.tile_row_start = dtrow.as<int>();
-  a.tiles = static_cast<int>(tile_seg.size());
-  a.heads = tc.heads;
-  a.kv_heads = tc.kv_heads;
-  a.head_dim = D;
-  a.scale = 1.0f / std::sqrt(static_cast<float>(D));
-  a.out = dout.get();
-  a.splits = splits;
-  a.tokens = T;
-  DeviceBuffer partial_o(static_cast<std::size_t>(splits) * T * q_dim * sizeof(float));
-  DeviceBuffer partial_ml(static_cast<std::size_t>(splits) * T * tc.heads * sizeof(float2));
-  a.partial_o = partial_o.as<float>();
-  a.partial_ml = partial_ml.as<float2>();
-  ASSERT_EQ(cuda::launch_attention(a, nullptr), cudaSuccess);
-  SLIDESPARSE_CUDA_CHECK(cudaDeviceSynchronize());
+  if (impl.cudnn) {
+    // The plan arrays GpuModel uploads for cuDNN: cache lengths, query offsets, page table.
+    cuda::CudnnAttention attention(tc.heads, tc.kv_heads, D, cache_slots, capacity, 1.0f / std::sqrt(static_cast<float>(D)));
+    std::vector<int> seq_kv, q_off, pages;
+    int max_tokens = 0;
+    for (int s = 0; s < S; ++s) {
+      seq_kv.push_back(tc.cached[s] + tc.fresh[s]);
+      q_off.push_back(seg_start[s] * q_dim);
+      max_tokens = std::max(max_tokens, tc.fresh[s]);
+      for (std::int64_t j = 0; j < attention.pages_per_slot(); ++j) {
+        pages.push_back(static_cast<int>(slot_of(s) * attention.pages_per_slot() + j));
+      }
+    }
+    q_off.push_back(T * q_dim);
+    DeviceBuffer const dkv = device_ints(seq_kv), doff = device_ints(q_off), dpages = device_ints(pages);
+    cuda::CudnnAttentionArgs c;
+    c.q = dq.get();
+    c.out = dout.get();
+    c.k_cache = dk.get();
+    c.v_cache = dv.get();
+    c.segments = S;
+    c.max_segment_tokens = max_tokens;
+    c.seq_len_q = dtok.as<int>();
+    c.seq_len_kv = dkv.as<int>();
+    c.q_offsets = doff.as<int>();
+    c.page_table = dpages.as<int>();
+    attention.run(c, nullptr);
+    SLIDESPARSE_CUDA_CHECK(cudaDeviceSynchronize());
+  } else {
+    cuda::AttentionArgs a;
+    a.q = dq.get();
+    a.k_cache = dk.get();
+    a.v_cache = dv.get();
+    a.capacity = capacity;
+    a.token_pos = dpos.as<int>();
+    a.segment_slot = dslot.as<int>();
+    a.segment_token_start = dstart.as<int>();
+    a.segment_tokens = dtok.as<int>();
+    a.tile_segment = dtseg.as<int>();
+    a.tile_row_start = dtrow.as<int>();
+    a.tiles = static_cast<int>(tile_seg.size());
+    a.heads = tc.heads;
+    a.kv_heads = tc.kv_heads;
+    a.head_dim = D;
+    a.scale = 1.0f / std::sqrt(static_cast<float>(D));
+    a.out = dout.get();
+    a.splits = splits;
+    a.tokens = T;
+    DeviceBuffer partial_o(static_cast<std::size_t>(splits) * T * q_dim * sizeof(float));
+    DeviceBuffer partial_ml(static_cast<std::size_t>(splits) * T * tc.heads * sizeof(float2));
+    a.partial_o = partial_o.as<float>();
+    a.partial_ml = partial_ml.as<float2>();
+    ASSERT_EQ(cuda::launch_attention(a, nullptr), cudaSuccess);
+    SLIDESPARSE_CUDA_CHECK(cudaDeviceSynchronize());
+  }
   std::vector<std::byte> const raw = dout.download();
   std::vector<std::uint16_t> out(q.size());
   std::memcpy(out.data(), raw.data(), raw.size());
@@ -128,7 +171,7 @@ void check_attention(AttentionCase const& tc, std::uint64_t seed, int splits) {
           double d = 0;
           for (int i = 0; i < D; ++i) {
             d += static_cast<double>(bf16_to_float(bf16_t{q[static_cast<std::size_t>(tok) * q_dim + h * D + i]})) *
-                 bf16_to_float(bf16_t{k_cache[(static_cast<std::size_t>(s) * capacity + p) * kv_dim + kvh * D + i]});
+                 bf16_to_float(bf16_t{k_cache[(static_cast<std::size_t>(slot_of(s)) * capacity + p) * kv_dim + kvh * D + i]});
           }
           score[static_cast<std::size_t>(p)] = d / std::sqrt(static_cast<double>(D));
           mx = std::max(mx, score[static_cast<std::size_t>(p)]);
@@ -138,7 +181,8 @@ void check_attention(AttentionCase const& tc, std::uint64_t seed, int splits) {
         for (int i = 0; i < D; ++i) {
           double o = 0, vmax = 0;
           for (int p = 0; p <= pos; ++p) {
-            double const v = bf16_to_float(bf16_t{v_cache[(static_cast<std::size_t>(s) * capacity + p) * kv_dim + kvh * D + i]});
+            double const v =
+                bf16_to_float(bf16_t{v_cache[(static_cast<std::size_t>(slot_of(s)) * capacity + p) * kv_dim + kvh * D + i]});
             o += score[static_cast<std::size_t>(p)] / total * v;
             vmax = std::max(vmax, std::abs(v));
           }
@@ -159,12 +203,27 @@ TEST_F(GpuModelTest, AttentionMatchesFloat64Reference) {
   // 4 and 7 (7 * 17 rows cross tile boundaries mid-token).
   // Split-KV (the decode path) with more splits than some sequences have key blocks.
   for (int splits : {1, 3}) {
-    check_attention({2, 2, 8, {0, 3}, {1, 17}}, 101, splits);
-    check_attention({8, 2, 64, {0, 0, 70}, {7, 130, 1}}, 102, splits);
-    check_attention({14, 2, 128, {0, 100, 5}, {17, 1, 66}}, 103, splits);
-    check_attention({4, 4, 128, {200}, {1}}, 104, splits);
+    check_attention({2, 2, 8, {0, 3}, {1, 17}}, 101, {false, splits});
+    check_attention({8, 2, 64, {0, 0, 70}, {7, 130, 1}}, 102, {false, splits});
+    check_attention({14, 2, 128, {0, 100, 5}, {17, 1, 66}, {2, 0, 1}}, 103, {false, splits});
+    check_attention({4, 4, 128, {200}, {1}}, 104, {false, splits});
   }
-  check_attention({28, 4, 128, {500, 3, 64}, {1, 1, 1}}, 105, 8);
+  check_attention({28, 4, 128, {500, 3, 64}, {1, 1, 1}}, 105, {false, 8});
+}
+
+TEST_F(GpuModelTest, CudnnAttentionMatchesFloat64Reference) {
+  // cuDNN's fused attention on the decoder's paged view of the cache, the same reference and
+  // tolerance (it too rounds the probabilities to BF16 before P V and accumulates in float32).
+  // Prompts from 1 to 300 tokens, continuations after a cache (bottom-right causal alignment),
+  // sequences in other slots than their index (page table), head_dim 64 and 128, GQA 1/4/7,
+  // query buckets of 64 and 512.
+  if (std::string const why = cuda::CudnnAttention::unsupported(28, 4, 128, 64); !why.empty()) {
+    GTEST_SKIP() << "cuDNN attention cannot run here: " << why;
+  }
+  check_attention({8, 2, 64, {0, 0, 70}, {7, 130, 1}}, 111, {true});
+  check_attention({14, 2, 128, {0, 100, 5}, {17, 1, 66}, {2, 0, 1}}, 112, {true});
+  check_attention({4, 4, 128, {200, 0}, {64, 300}, {1, 0}}, 113, {true});
+  check_attention({28, 4, 128, {0, 37}, {65, 9}}, 114, {true});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -236,6 +295,7 @@ struct ModelCase {
   ModelConfig config;
   DType compute;
   double tolerance;  // largest row_error allowed (justified at the call)
+  AttentionBackend attention = AttentionBackend::kAuto;
 };
 
 // Two forward steps over three sequences of different lengths (the second continues two of
@@ -247,9 +307,11 @@ void check_against_cpu(ModelCase const& mc, std::uint64_t seed) {
   match_gpu_weights(w, mc.compute);
   GpuModelOptions options;
   options.compute_dtype = mc.compute;
+  options.attention = mc.attention;
   GpuModel gpu(w, options);
   CpuModel cpu(std::move(w));
   gpu.reserve(3, 160, 160);
+  std::cout << "[ info ] attention: " << gpu.describe_attention() << "\n";
   std::vector<Sequence> seqs = {cpu.new_sequence(160), cpu.new_sequence(160), cpu.new_sequence(160)};
   std::vector<std::vector<std::vector<int>>> const steps = {
       {random_tokens(rng, 5, mc.config.vocab), random_tokens(rng, 70, mc.config.vocab), {}},
@@ -288,6 +350,18 @@ TEST_F(GpuModelTest, Bf16MatchesCpuModel) {
   check_against_cpu({ModelConfig::preset("tiny-llama"), DType::kBF16, 0.02}, 201);
   check_against_cpu({ModelConfig::preset("tiny-qwen2"), DType::kBF16, 0.02}, 202);
   check_against_cpu({mid_config(), DType::kBF16, 0.02}, 203);
+}
+
+TEST_F(GpuModelTest, EitherAttentionMatchesCpuModel) {
+  // The same BF16 bound with each attention implementation forced for every forward step
+  // (kAuto above mixes them: cuDNN for the 70-token step, the own kernel for the other).
+  check_against_cpu({mid_config(), DType::kBF16, 0.02, AttentionBackend::kOwn}, 204);
+  check_against_cpu({ModelConfig::preset("tiny-llama"), DType::kBF16, 0.02, AttentionBackend::kOwn}, 205);
+  if (std::string const why = cuda::CudnnAttention::unsupported(14, 2, 128, 192); !why.empty()) {
+    GTEST_SKIP() << "cuDNN attention cannot run here: " << why;
+  }
+  check_against_cpu({mid_config(), DType::kBF16, 0.02, AttentionBackend::kCudnn}, 206);
+  check_against_cpu({ModelConfig::preset("tiny-llama"), DType::kBF16, 0.02, AttentionBackend::kCudnn}, 207);
 }
 
 TEST_F(GpuModelTest, W8A8MatchesCpuModel) {

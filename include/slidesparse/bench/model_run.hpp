@@ -22,6 +22,7 @@
 #include "slidesparse/core/dtype.hpp"
 #include "slidesparse/core/pattern.hpp"
 #include "slidesparse/cuda/linear.hpp"
+#include "slidesparse/runtime/gpu_model.hpp"
 
 namespace slidesparse::io {
 class TuningCache;
@@ -38,6 +39,7 @@ struct ModelRunOptions {
   std::vector<std::optional<SparsityPattern>> patterns = {SparsityPattern::parse("6:8")};
   bool compare_dense = false;  ///< add dense of the same dtype (if not listed) and report speedups
   cuda::GemmBackend backend = cuda::GemmBackend::kAuto;
+  runtime::AttentionBackend attention = runtime::AttentionBackend::kAuto;
   std::vector<std::int64_t> batches = {8};
   std::vector<std::int64_t> prompt_lens = {512};
   std::int64_t gen_len = 128;

@@ -11,6 +11,7 @@
 ///     qkv = Linear_qkv(a)       (q | k | v fused, with bias)  BF16 [T, q_dim + 2 kv_dim]
 ///     q, K/V cache <- RoPE(q), RoPE(k), v at each token's (slot, position)
 ///     att = causal GQA attention over the cache              BF16 [T, q_dim]
+///           (own kernel, or cuDNN's fused attention for prefill steps: GpuModelOptions::attention)
 ///     residual += Linear_o(att);  b = RMSNorm(residual)
 ///     gu  = Linear_gate_up(b)   (gate | up fused)             BF16 [T, 2 intermediate]
 ///     residual += Linear_down(silu(gate) * up)
@@ -39,6 +40,7 @@
 #include <cuda_runtime.h>
 
 #include "slidesparse/core/pattern.hpp"
+#include "slidesparse/cuda/cudnn_attention.hpp"
 #include "slidesparse/cuda/device_buffer.hpp"
 #include "slidesparse/cuda/linear.hpp"
 #include "slidesparse/runtime/cpu_model.hpp"
@@ -49,6 +51,14 @@ class TuningCache;
 
 namespace slidesparse::runtime {
 
+/// Which attention implementation serves the forward (prefill) steps; decode steps always run
+/// the own split-KV kernel (one query per sequence, captured in CUDA graphs).
+enum class AttentionBackend {
+  kAuto,   ///< cuDNN for steps whose longest sequence has >= kCudnnMinTokens new tokens, where it can run
+  kOwn,    ///< the own mma.sync kernel (cuda::launch_attention)
+  kCudnn,  ///< cuDNN for every forward step (an Error at reserve() where it cannot run, naming why)
+};
+
 struct GpuModelOptions {
   /// Projections: BF16 (no quantization), F8_E4M3 or I8 (W8A8: per-channel weight scales,
   /// per-token activation scales computed on the fly).
@@ -57,6 +67,9 @@ struct GpuModelOptions {
   std::optional<SparsityPattern> pattern;
   cuda::GemmBackend backend = cuda::GemmBackend::kAuto;
   bool fast_accumulation = true;
+  AttentionBackend attention = AttentionBackend::kAuto;
+  /// kAuto's threshold: below it the own kernel is as fast and needs no graph build.
+  static constexpr std::int64_t kCudnnMinTokens = 64;
 };
 
 /// The tokens one forward step appends to the sequence in a slot.
@@ -98,7 +111,8 @@ class GpuModel {
   GpuModel& operator=(GpuModel const&) = delete;
 
   /// KV caches for `slots` sequences of up to `capacity` tokens each, and buffers for forward
-  /// steps of up to `max_tokens` tokens. Empties every sequence.
+  /// steps of up to `max_tokens` tokens. Empties every sequence. Sets up the cuDNN attention
+  /// where options().attention asks for it (kCudnn: an Error naming why it cannot run).
   void reserve(std::int64_t slots, std::int64_t capacity, std::int64_t max_tokens);
   /// Empties the sequence in `slot`.
   void reset(std::int64_t slot);
@@ -141,6 +155,9 @@ class GpuModel {
   GpuModelMemory memory() const;
   /// The GEMM each projection of layer 0 runs at M (after a step of that size).
   std::string describe_gemms(std::int64_t m) const;
+  /// The attention of forward steps after reserve(): "cudnn-91400 (steps of >= 64 new tokens)",
+  /// "cudnn-91400 (every forward step)" or "own kernel" with the reason cuDNN is not used.
+  std::string describe_attention() const;
 
  private:
   struct Layer;
@@ -169,7 +186,11 @@ class GpuModel {
   std::vector<Layer> layers_;
   std::unique_ptr<cuda::Linear> lm_head_;
 
-  std::int64_t slots_ = 0, capacity_ = 0, max_tokens_ = 0;
+  // capacity_: the tokens a slot may hold; cache_rows_: rows per slot in the KV cache and the
+  // history (capacity_ rounded up to a multiple of 64, so cuDNN can page the cache).
+  std::int64_t slots_ = 0, capacity_ = 0, cache_rows_ = 0, max_tokens_ = 0;
+  std::unique_ptr<cuda::CudnnAttention> cudnn_attention_;
+  std::string attention_note_;  // why the own kernel serves forward steps (kAuto)
   std::vector<std::int64_t> lengths_;
   std::vector<bool> has_next_;
   cuda::DeviceBuffer rope_table_, k_cache_, v_cache_, history_, seq_len_, next_token_;
