@@ -62,10 +62,13 @@ Command register_eval(CLI::App& app) {
       ->required();
   ppl->add_option("--text", args->text, "Text file (e.g. ../shared/data/wikitext-2/test.txt)")->required();
   ppl->add_option("--pattern", args->pattern, "dense, or prune the projections by magnitude to a pattern (6:8, 2:4, ...)");
-  ppl->add_option("--prune", args->prune, "magnitude, or importance (Wanda: |w| * ||x||_2 from a calibration pass)")
-      ->check(CLI::IsMember({"magnitude", "importance"}));
+  ppl->add_option("--prune", args->prune,
+                  "magnitude; importance (Wanda: |w| * ||x||_2 from a calibration pass); or sparsegpt (second-order "
+                  "pruning with error compensation against the calibration inputs' Gram matrices; changes the kept "
+                  "weights too)")
+      ->check(CLI::IsMember({"magnitude", "importance", "sparsegpt"}));
   ppl->add_option("--calibration-text", args->calibration_text,
-                  "Text for the importance calibration pass (e.g. ../shared/data/wikitext-2/valid.txt)");
+                  "Text for the calibration pass of --prune importance|sparsegpt (e.g. ../shared/data/wikitext-2/valid.txt)");
   ppl->add_option("--calibration-tokens", args->calibration_tokens, "Calibration tokens (windows of --ctx)")
       ->check(CLI::Range(1, 100000000));
   ppl->add_option("--tokens", args->tokens, "Tokens of the text to evaluate (from its start)")->check(CLI::Range(2, 100000000));
@@ -89,6 +92,8 @@ Command register_eval(CLI::App& app) {
     runtime::ModelWeights weights = runtime::load_gguf_weights(file);
     runtime::EncodeOptions const encode{.add_special = false, .missing_byte = runtime::MissingByte::kSkip};
     bool const importance = args->pattern != "dense" && args->prune == "importance";
+    bool const second_order = args->pattern != "dense" && args->prune == "sparsegpt";
+    bool const calibrated = importance || second_order;
     if (args->slide && args->pattern == "dense") fail(ErrorKind::kUsage, "eval ppl: --slide needs --pattern");
     bool const gpu = args->device == "gpu";
     if (!gpu && args->device != "cpu") fail(ErrorKind::kUsage, "eval ppl: --device must be cpu or gpu, not '{}'", args->device);
@@ -97,20 +102,24 @@ Command register_eval(CLI::App& app) {
     else if (args->dtype == "int8") gpu_dtype = DType::kI8;
     else if (args->dtype != "bf16") fail(ErrorKind::kUsage, "eval ppl: unknown dtype '{}' (bf16, fp8, int8)", args->dtype);
     if (!gpu && args->dtype != "bf16") fail(ErrorKind::kUsage, "eval ppl: --dtype applies to --device gpu");
-    if (importance && args->calibration_text.empty()) {
-      fail(ErrorKind::kUsage, "eval ppl: --prune importance needs --calibration-text (e.g. the validation split)");
+    if (calibrated && args->calibration_text.empty()) {
+      fail(ErrorKind::kUsage, "eval ppl: --prune {} needs --calibration-text (e.g. the validation split)", args->prune);
     }
     if (args->pattern != "dense") {
       runtime::ActivationStats stats;
-      if (importance) {
+      if (calibrated) {
         std::vector<int> calib = tokenizer.encode(read_text(args->calibration_text), encode);
         if (static_cast<std::int64_t>(calib.size()) > args->calibration_tokens) {
           calib.resize(static_cast<std::size_t>(args->calibration_tokens));
         }
         runtime::CpuModel const dense(weights);
-        stats = runtime::calibrate(dense, calib, args->context);
+        stats = runtime::calibrate(dense, calib, args->context, second_order);
       }
-      runtime::prune_model(weights, SparsityPattern::parse(args->pattern), importance ? &stats : nullptr);
+      if (second_order) {
+        runtime::prune_model_second_order(weights, SparsityPattern::parse(args->pattern), stats);
+      } else {
+        runtime::prune_model(weights, SparsityPattern::parse(args->pattern), importance ? &stats : nullptr);
+      }
       if (args->slide && !gpu) weights.slide_projections(SparsityPattern::parse(args->pattern));
     }
     std::vector<int> ids = tokenizer.encode(read_text(args->text), encode);
@@ -146,8 +155,8 @@ Command register_eval(CLI::App& app) {
     nlohmann::json const result = {
         {"model", args->model},     {"text", args->text},          {"pattern", args->pattern},
         {"prune", args->pattern == "dense" ? "none" : args->prune},  {"tokens", ids.size()},
-        {"calibration_text", importance ? args->calibration_text : ""},
-        {"calibration_tokens", importance ? args->calibration_tokens : 0},
+        {"calibration_text", calibrated ? args->calibration_text : ""},
+        {"calibration_tokens", calibrated ? args->calibration_tokens : 0},
         {"context", args->context}, {"stride", std::min(args->stride, args->context)},
         {"path", args->slide ? "slidesparse" : "dense"}, {"device", args->device},
         {"dtype", gpu ? args->dtype : "f32"},
@@ -155,7 +164,7 @@ Command register_eval(CLI::App& app) {
         {"first_half_perplexity", r.first_half_perplexity()},       {"second_half_perplexity", r.second_half_perplexity()},
         {"seconds", seconds},       {"threads", worker_threads()}};
     fmt::print("{} {}{}{}: perplexity {:.3f} over {} tokens (halves {:.3f} / {:.3f}), ctx {}, {:.1f} s\n", args->model,
-               args->pattern, importance ? " (importance)" : "", args->slide ? " (SlideSparse path)" : "", r.perplexity(), r.scored, r.first_half_perplexity(), r.second_half_perplexity(), args->context,
+               args->pattern, calibrated ? " (" + args->prune + ")" : std::string(), args->slide ? " (SlideSparse path)" : "", r.perplexity(), r.scored, r.first_half_perplexity(), r.second_half_perplexity(), args->context,
                seconds);
     if (!args->json.empty()) io::write_text_file_atomic(args->json, result.dump(1) + "\n");
     return 0;

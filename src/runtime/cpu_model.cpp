@@ -300,6 +300,22 @@ void accumulate(ActivationStats* stats, std::size_t layer, std::size_t site, flo
   for (std::int64_t r = 0; r < m; ++r) {
     for (std::int64_t c = 0; c < k; ++c) s[static_cast<std::size_t>(c)] += static_cast<double>(x[r * k + c]) * x[r * k + c];
   }
+  if (!stats->collect_gram) return;
+  // G[a][:] += x[t][a] * x[t][:] over the tokens t, rows of G in parallel (each owns its row, so
+  // the sums are in token order whatever the scheduling).
+  std::vector<double>& g = stats->gram[layer][site];
+  if (g.empty()) g.assign(static_cast<std::size_t>(k * k), 0.0);
+  parallel_for(k, 8 * k * m, [&](std::int64_t begin, std::int64_t end) {
+    for (std::int64_t a = begin; a < end; ++a) {
+      double* const ga = g.data() + a * k;
+      for (std::int64_t t = 0; t < m; ++t) {
+        double const xa = x[t * k + a];
+        if (xa == 0.0) continue;
+        float const* const xt = x + t * k;
+        for (std::int64_t c = 0; c < k; ++c) ga[c] += xa * static_cast<double>(xt[c]);
+      }
+    }
+  });
 }
 }  // namespace
 
@@ -329,6 +345,7 @@ std::vector<float> CpuModel::forward(Sequence& seq, std::span<int const> tokens,
   float const scale = 1.0f / std::sqrt(static_cast<float>(D));
   if (stats) {
     stats->sum_squares.resize(static_cast<std::size_t>(c.layers));
+    if (stats->collect_gram) stats->gram.resize(static_cast<std::size_t>(c.layers));
     stats->tokens += t_count;
   }
   for (std::int64_t l = 0; l < c.layers; ++l) {

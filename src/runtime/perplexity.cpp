@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "slidesparse/core/error.hpp"
+#include "slidesparse/core/obs_prune.hpp"
 #include "slidesparse/core/prune.hpp"
 #include "slidesparse/io/safetensors.hpp"
 
@@ -100,9 +101,31 @@ void prune_model(ModelWeights& weights, SparsityPattern pattern, ActivationStats
   }
 }
 
-ActivationStats calibrate(CpuModel const& model, std::span<int const> tokens, std::int64_t context) {
+void prune_model_second_order(ModelWeights& weights, SparsityPattern pattern, ActivationStats const& stats,
+                              double dampening) {
+  if (stats.gram.size() != weights.layers.size()) {
+    fail(ErrorKind::kUsage, "prune_model_second_order: Gram matrices for {} layers, the model has {} (calibrate with gram)",
+         stats.gram.size(), weights.layers.size());
+  }
+  for (std::size_t l = 0; l < weights.layers.size(); ++l) {
+    LayerWeights& L = weights.layers[l];
+    std::vector<CpuLinear*> const by_site[4] = {{&L.q, &L.k, &L.v}, {&L.o}, {&L.gate, &L.up}, {&L.down}};
+    for (std::size_t site = 0; site < 4; ++site) {
+      std::int64_t const k = by_site[site].front()->k();
+      ObsFactor const factor(stats.gram[l][site], k, dampening);
+      for (CpuLinear* lin : by_site[site]) {
+        if (lin->is_slid()) fail(ErrorKind::kUsage, "prune_model_second_order: layer {} is already in SlideSparse form", l);
+        MatrixView view{DType::kF32, lin->n(), lin->k(), reinterpret_cast<std::byte*>(lin->weight().data()), "linear"};
+        obs_prune_in_place(view, pattern, factor);
+      }
+    }
+  }
+}
+
+ActivationStats calibrate(CpuModel const& model, std::span<int const> tokens, std::int64_t context, bool gram) {
   if (context < 1) fail(ErrorKind::kUsage, "calibrate: context {} must be positive", context);
   ActivationStats stats;
+  stats.collect_gram = gram;
   for (std::size_t begin = 0; begin < tokens.size(); begin += static_cast<std::size_t>(context)) {
     std::size_t const count = std::min(tokens.size() - begin, static_cast<std::size_t>(context));
     Sequence seq = model.new_sequence(static_cast<std::int64_t>(count));

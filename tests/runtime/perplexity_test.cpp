@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/test_util.hpp"
 #include "slidesparse/core/error.hpp"
 #include "slidesparse/core/prune.hpp"
 #include "slidesparse/convert/convert.hpp"
@@ -170,6 +171,53 @@ TEST(Perplexity, CalibrationCollectsEveryProjectionInputAndDrivesImportancePruni
   ActivationStats short_stats = stats;
   short_stats.sum_squares.pop_back();
   EXPECT_THROW(prune_model(by_magnitude, p, &short_stats), Error);
+}
+
+TEST(Perplexity, SecondOrderPruningUsesEachSitesGramMatrix) {
+  ModelWeights const w = ModelWeights::random(ModelConfig::preset("tiny-qwen2"), 7);
+  CpuModel const model(w);
+  std::vector<int> const t = tokens_of(w.config.vocab, 40);
+  ActivationStats const stats = calibrate(model, t, 16, /*gram=*/true);
+  ASSERT_EQ(stats.gram.size(), 2u);
+  // The Gram matrix of every site is K x K, symmetric, and its diagonal is the sum of squares
+  // (the same products in the same token order: equal as doubles).
+  for (std::size_t l = 0; l < 2; ++l) {
+    for (std::size_t site = 0; site < 4; ++site) {
+      std::vector<double> const& s = stats.sum_squares[l][site];
+      std::vector<double> const& g = stats.gram[l][site];
+      auto const k = static_cast<std::int64_t>(s.size());
+      ASSERT_EQ(static_cast<std::int64_t>(g.size()), k * k) << "layer " << l << " site " << site;
+      for (std::int64_t a = 0; a < k; ++a) {
+        ASSERT_EQ(g[static_cast<std::size_t>(a * k + a)], s[static_cast<std::size_t>(a)]) << "site " << site << " channel " << a;
+        for (std::int64_t b = 0; b < a; ++b) {
+          ASSERT_EQ(g[static_cast<std::size_t>(a * k + b)], g[static_cast<std::size_t>(b * k + a)]);
+        }
+      }
+    }
+  }
+  SparsityPattern const p = SparsityPattern::parse("6:8");
+  ModelWeights pruned = w, by_importance = w;
+  prune_model_second_order(pruned, p, stats);
+  prune_model(by_importance, p, &stats);
+  for (std::size_t l = 0; l < 2; ++l) {
+    LayerWeights const& L = pruned.layers[l];
+    for (CpuLinear const* lin : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) {
+      std::vector<float> const& wt = lin->weight();
+      for (std::int64_t r = 0; r < lin->n(); ++r) {
+        for (std::int64_t b = 0; b * 8 < lin->k(); ++b) {
+          int nz = 0;
+          for (std::int64_t j = b * 8; j < std::min(lin->k(), b * 8 + 8); ++j) nz += wt[static_cast<std::size_t>(r * lin->k() + j)] != 0.0f;
+          ASSERT_LE(nz, 6) << "layer " << l << " row " << r << " block " << b;
+        }
+      }
+    }
+  }
+  // The kept weights absorbed the pruned ones' error: not a mask over the original.
+  EXPECT_NE(pruned.layers[0].down.weight(), by_importance.layers[0].down.weight());
+  EXPECT_EQ(pruned.embed, w.embed);
+  // Statistics without Gram matrices are refused, naming the remedy.
+  ActivationStats const plain = calibrate(model, t, 16);
+  test::expect_error([&] { prune_model_second_order(pruned, p, plain); }, ErrorKind::kUsage, {"calibrate with gram"});
 }
 
 TEST(Calibrate, ImportanceFileFeedsConvertToTheSamePruningAsEvalPpl) {

@@ -112,8 +112,14 @@ struct Sequence {
 /// importance (Wanda) pruning: importance[k] = sqrt(sum over tokens of x_k^2) = ||x_k||_2.
 /// Per layer: [0] the input of q/k/v (hidden), [1] of o (q_dim), [2] of gate/up (hidden),
 /// [3] of down (intermediate).
+///
+/// With `collect_gram` set before the pass, also each site's Gram matrix X^T X [K][K] (row-major,
+/// the input of second-order pruning, core/obs_prune.hpp): K^2 doubles per site and K^2
+/// multiply-adds per token, so meant for small models.
 struct ActivationStats {
   std::vector<std::array<std::vector<double>, 4>> sum_squares;  ///< [layer][site][channel]
+  bool collect_gram = false;
+  std::vector<std::array<std::vector<double>, 4>> gram;  ///< [layer][site][K * K] when collect_gram
   std::int64_t tokens = 0;
   /// ||x_k||_2 of one site as float (the prune API's importance vector).
   std::vector<float> norms(std::size_t layer, std::size_t site) const;

@@ -52,9 +52,19 @@ PerplexityResult perplexity(WindowLogits const& window_logits, std::int64_t voca
 /// input. Embeddings, norms and lm_head are kept.
 void prune_model(ModelWeights& weights, SparsityPattern pattern, ActivationStats const* importance = nullptr);
 
+/// Prunes the same projections by second-order pruning with error compensation (SparseGPT,
+/// core/obs_prune.hpp): each projection's weights against the Gram matrix of its input from a
+/// calibration pass run with collect_gram (one factorization per layer and input site, shared by
+/// q/k/v and by gate/up). The kept weights change (they absorb the pruned ones' error), so the
+/// pruned model is its own checkpoint, not a mask over the original. Throws Error(kUsage) when
+/// the statistics hold no Gram matrices for the model's layers.
+void prune_model_second_order(ModelWeights& weights, SparsityPattern pattern, ActivationStats const& stats,
+                              double dampening = 0.01);
+
 /// Runs the model over `tokens` in windows of `context` and collects the projections' input
-/// statistics (the calibration pass behind importance pruning).
-ActivationStats calibrate(CpuModel const& model, std::span<int const> tokens, std::int64_t context);
+/// statistics (the calibration pass behind importance pruning); with `gram` also the Gram
+/// matrices for prune_model_second_order.
+ActivationStats calibrate(CpuModel const& model, std::span<int const> tokens, std::int64_t context, bool gram = false);
 /// Writes the importance vectors of a calibration pass for `slidesparse convert --prune
 /// importance`: one F32 [K] tensor per projection, named like its Hugging Face weight
 /// ("model.layers.<l>.self_attn.{q,k,v,o}_proj.weight", "model.layers.<l>.mlp.{gate,up,down}_proj.weight"),
