@@ -33,6 +33,7 @@ struct EvalArgs {
   std::string prune = "magnitude";
   std::string calibration_text;
   std::int64_t calibration_tokens = 512;
+  double dampening = 0.01;
   std::int64_t tokens = 4096;
   std::int64_t context = 512;
   std::int64_t stride = 256;
@@ -71,6 +72,9 @@ Command register_eval(CLI::App& app) {
                   "Text for the calibration pass of --prune importance|sparsegpt (e.g. ../shared/data/wikitext-2/valid.txt)");
   ppl->add_option("--calibration-tokens", args->calibration_tokens, "Calibration tokens (windows of --ctx)")
       ->check(CLI::Range(1, 100000000));
+  ppl->add_option("--dampening", args->dampening,
+                  "sparsegpt: added to the Gram matrix's diagonal, relative to its mean (default 0.01)")
+      ->check(CLI::Range(0.0, 1e6));
   ppl->add_option("--tokens", args->tokens, "Tokens of the text to evaluate (from its start)")->check(CLI::Range(2, 100000000));
   ppl->add_option("--ctx", args->context, "Context tokens per window")->check(CLI::Range(2, 1000000));
   ppl->add_option("--stride", args->stride, "Window step (<= ctx)")->check(CLI::Range(1, 1000000));
@@ -116,7 +120,7 @@ Command register_eval(CLI::App& app) {
         stats = runtime::calibrate(dense, calib, args->context, second_order);
       }
       if (second_order) {
-        runtime::prune_model_second_order(weights, SparsityPattern::parse(args->pattern), stats);
+        runtime::prune_model_second_order(weights, SparsityPattern::parse(args->pattern), stats, args->dampening);
       } else {
         runtime::prune_model(weights, SparsityPattern::parse(args->pattern), importance ? &stats : nullptr);
       }
@@ -157,6 +161,7 @@ Command register_eval(CLI::App& app) {
         {"prune", args->pattern == "dense" ? "none" : args->prune},  {"tokens", ids.size()},
         {"calibration_text", calibrated ? args->calibration_text : ""},
         {"calibration_tokens", calibrated ? args->calibration_tokens : 0},
+        {"dampening", second_order ? args->dampening : 0.0},
         {"context", args->context}, {"stride", std::min(args->stride, args->context)},
         {"path", args->slide ? "slidesparse" : "dense"}, {"device", args->device},
         {"dtype", gpu ? args->dtype : "f32"},

@@ -301,21 +301,25 @@ void accumulate(ActivationStats* stats, std::size_t layer, std::size_t site, flo
     for (std::int64_t c = 0; c < k; ++c) s[static_cast<std::size_t>(c)] += static_cast<double>(x[r * k + c]) * x[r * k + c];
   }
   if (!stats->collect_gram) return;
-  // G[a][:] += x[t][a] * x[t][:] over the tokens t, rows of G in parallel (each owns its row, so
-  // the sums are in token order whatever the scheduling).
+  // G[a][c] += x[t][a] * x[t][c] over the tokens t for c >= a, rows of G in parallel (each owns
+  // its row, so the sums are in token order whatever the scheduling); then the lower triangle is
+  // mirrored from the upper one (the same sums: G stays exactly symmetric).
   std::vector<double>& g = stats->gram[layer][site];
   if (g.empty()) g.assign(static_cast<std::size_t>(k * k), 0.0);
-  parallel_for(k, 8 * k * m, [&](std::int64_t begin, std::int64_t end) {
+  parallel_for(k, 4 * k * m, [&](std::int64_t begin, std::int64_t end) {
     for (std::int64_t a = begin; a < end; ++a) {
       double* const ga = g.data() + a * k;
       for (std::int64_t t = 0; t < m; ++t) {
         double const xa = x[t * k + a];
         if (xa == 0.0) continue;
         float const* const xt = x + t * k;
-        for (std::int64_t c = 0; c < k; ++c) ga[c] += xa * static_cast<double>(xt[c]);
+        for (std::int64_t c = a; c < k; ++c) ga[c] += xa * static_cast<double>(xt[c]);
       }
     }
   });
+  for (std::int64_t a = 0; a < k; ++a) {
+    for (std::int64_t c = 0; c < a; ++c) g[static_cast<std::size_t>(a * k + c)] = g[static_cast<std::size_t>(c * k + a)];
+  }
 }
 }  // namespace
 
