@@ -143,16 +143,12 @@ std::int64_t obs_prune_in_place(MatrixView weight, SparsityPattern pattern, ObsF
           if (!(pruned_mask >> i & 1u)) continue;
           std::int64_t const j = g + i;
           double const wj = w[static_cast<std::size_t>(j)];
-          if (wj == 0.0) continue;  // already zero: nothing to compensate
+          if (wj == 0.0) continue;  // already zero: nothing to compensate (later blocks never touch it)
           ++zeroed[static_cast<std::size_t>(r)];
           double const* const uj = factor.row(j);
           double const err = wj / uj[j];
           w[static_cast<std::size_t>(j)] = 0.0;
           for (std::int64_t c = j + 1; c < k; ++c) w[static_cast<std::size_t>(c)] -= err * uj[c];
-        }
-        // Pruned columns of this block stay zero: later blocks only update columns after them.
-        for (int i = 0; i < width; ++i) {
-          if (pruned_mask >> i & 1u) w[static_cast<std::size_t>(g + i)] = 0.0;
         }
       }
       for (std::int64_t j = 0; j < k; ++j) {

@@ -469,14 +469,11 @@ void GpuModel::run_step(Plan const& p, int const* tokens, bool all_logits) {
         a.seq_len_kv = p.segment_kv;
         a.q_offsets = p.q_offsets;
         a.page_table = p.page_table;
-        if (options_.attention == AttentionBackend::kCudnn) {
-          cudnn_attention_->run(a, stream_);
-          return;
-        }
         try {
           cudnn_attention_->run(a, stream_);
           return;
         } catch (Error const& e) {  // kAuto: a graph cuDNN cannot build falls back for good
+          if (options_.attention == AttentionBackend::kCudnn) throw;
           attention_note_ = e.what();
           cudnn_attention_.reset();
         }
