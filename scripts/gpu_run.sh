@@ -22,7 +22,7 @@ cusparselt="${SLIDESPARSE_CUSPARSELT_ROOT:-$torch_site/nvidia/cusparselt}"
 command -v nvcc >/dev/null || export PATH="/usr/local/cuda/bin:$PATH"
 
 failed=()
-step() {  # step NAME COMMAND...: run it, tee to $OUT/NAME.log; a failure is remembered, returns 1
+step() {  # step NAME COMMAND...: run it, tee to $logs/NAME.log; a failure is remembered, returns 1
   local name="$1"; shift
   echo "=== $name: $*"
   if ! "$@" 2>&1 | tee "$logs/$name.log"; then

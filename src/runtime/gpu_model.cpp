@@ -293,9 +293,13 @@ void GpuModel::reserve(std::int64_t slots, std::int64_t capacity, std::int64_t m
          capacity, max_tokens);
   }
   std::int64_t const cache_rows = (capacity + 63) / 64 * 64;
-  if (capacity > std::int64_t{1} << 30 || slots * cache_rows * std::max<std::int64_t>(c.q_dim(), 1) > std::int64_t{1} << 31) {
-    fail(ErrorKind::kUsage, "GPU model: {} slots of {} tokens exceed the 32-bit position and offset indices", slots,
-         capacity);
+  if (capacity > std::int64_t{1} << 30 || slots * cache_rows > std::int64_t{1} << 31) {
+    fail(ErrorKind::kUsage, "GPU model: {} slots of {} tokens exceed the 32-bit position indices", slots, capacity);
+  }
+  // The cuDNN query offsets (int32 elements) reach max_tokens * q_dim.
+  if (max_tokens * c.q_dim() > std::int64_t{1} << 31) {
+    fail(ErrorKind::kUsage, "GPU model: steps of {} tokens x {} query elements exceed the 32-bit query offsets",
+         max_tokens, c.q_dim());
   }
   SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (graph_exec_) cudaGraphExecDestroy(graph_exec_);

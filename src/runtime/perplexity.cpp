@@ -1,6 +1,7 @@
 #include "slidesparse/runtime/perplexity.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -80,22 +81,38 @@ PerplexityResult perplexity(WindowLogits const& window_logits, std::int64_t voca
   return r;
 }
 
+namespace {
+
+// A layer's projections grouped by input site (ActivationStats' numbering): q/k/v read the
+// attention input, o the attention output, gate/up the MLP input, down the SwiGLU output.
+std::array<std::vector<CpuLinear*>, 4> projections_by_site(LayerWeights& L) {
+  return {{{&L.q, &L.k, &L.v}, {&L.o}, {&L.gate, &L.up}, {&L.down}}};
+}
+
+// The projection's dense float weight, to prune in place; `who` names the caller in the error
+// for a projection already in SlideSparse form.
+MatrixView prunable_weight(CpuLinear& lin, std::size_t layer, char const* who) {
+  if (lin.is_slid()) fail(ErrorKind::kUsage, "{}: layer {} is already in SlideSparse form", who, layer);
+  return {DType::kF32, lin.n(), lin.k(), reinterpret_cast<std::byte*>(lin.weight().data()), "linear"};
+}
+
+}  // namespace
+
 void prune_model(ModelWeights& weights, SparsityPattern pattern, ActivationStats const* importance) {
   if (importance && importance->sum_squares.size() != weights.layers.size()) {
     fail(ErrorKind::kUsage, "prune_model: calibration statistics for {} layers, the model has {}",
          importance->sum_squares.size(), weights.layers.size());
   }
   for (std::size_t l = 0; l < weights.layers.size(); ++l) {
-    LayerWeights& L = weights.layers[l];
-    std::pair<CpuLinear*, std::size_t> const projections[] = {{&L.q, 0}, {&L.k, 0}, {&L.v, 0}, {&L.o, 1},
-                                                              {&L.gate, 2}, {&L.up, 2}, {&L.down, 3}};
-    for (auto const& [lin, site] : projections) {
-      if (lin->is_slid()) fail(ErrorKind::kUsage, "prune_model: layer {} is already in SlideSparse form", l);
-      MatrixView view{DType::kF32, lin->n(), lin->k(), reinterpret_cast<std::byte*>(lin->weight().data()), "linear"};
-      if (importance) {
-        prune_in_place(view, pattern, importance->norms(l, site));
-      } else {
-        prune_in_place(view, pattern);
+    auto const by_site = projections_by_site(weights.layers[l]);
+    for (std::size_t site = 0; site < by_site.size(); ++site) {
+      for (CpuLinear* lin : by_site[site]) {
+        MatrixView const view = prunable_weight(*lin, l, "prune_model");
+        if (importance) {
+          prune_in_place(view, pattern, importance->norms(l, site));
+        } else {
+          prune_in_place(view, pattern);
+        }
       }
     }
   }
@@ -108,15 +125,12 @@ void prune_model_second_order(ModelWeights& weights, SparsityPattern pattern, Ac
          stats.gram.size(), weights.layers.size());
   }
   for (std::size_t l = 0; l < weights.layers.size(); ++l) {
-    LayerWeights& L = weights.layers[l];
-    std::vector<CpuLinear*> const by_site[4] = {{&L.q, &L.k, &L.v}, {&L.o}, {&L.gate, &L.up}, {&L.down}};
-    for (std::size_t site = 0; site < 4; ++site) {
-      std::int64_t const k = by_site[site].front()->k();
-      ObsFactor const factor(stats.gram[l][site], k, dampening);
+    auto const by_site = projections_by_site(weights.layers[l]);
+    for (std::size_t site = 0; site < by_site.size(); ++site) {
+      // One factorization per input site, shared by the projections that read it.
+      ObsFactor const factor(stats.gram[l][site], by_site[site].front()->k(), dampening);
       for (CpuLinear* lin : by_site[site]) {
-        if (lin->is_slid()) fail(ErrorKind::kUsage, "prune_model_second_order: layer {} is already in SlideSparse form", l);
-        MatrixView view{DType::kF32, lin->n(), lin->k(), reinterpret_cast<std::byte*>(lin->weight().data()), "linear"};
-        obs_prune_in_place(view, pattern, factor);
+        obs_prune_in_place(prunable_weight(*lin, l, "prune_model_second_order"), pattern, factor);
       }
     }
   }
