@@ -3,11 +3,16 @@
 # suite, compute-sanitizer on the model tests, then `slidesparse run` on presets (dense vs
 # SlideSparse). Logs go to $OUT/runtime-logs.tar.gz; JSON results to $OUT/run-*.json (tarred).
 #
-# Usage: [OUT=DIR] [RUNS="ARGS;ARGS;..."] [SKIP_TESTS=1] [SKIP_MEMCHECK=1] scripts/gpu_runtime.sh
+# Usage: [OUT=DIR] [RUNS="ARGS;ARGS;..."] [SKIP_TESTS=1] [SKIP_MEMCHECK=1] [DEADLINE=S] scripts/gpu_runtime.sh
 #        RUNS: ';'-separated argument lists for `slidesparse run` (default: a small sanity run and
 #        Qwen2.5-7B FP8 6:8 vs dense at B=8, P=512, G=64).
+#        DEADLINE: seconds after the start by which every run must end (a run is cut off at the
+#        deadline, later ones skipped), so that the logs are still packed when the device tool's
+#        per-call limit would otherwise kill the script.
 set -uo pipefail
 OUT="$(realpath -m "${OUT:-./out}")"
+started=$SECONDS
+left() { echo $(( ${DEADLINE:-100000} - (SECONDS - started) )); }
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 mkdir -p "$OUT/logs"
@@ -39,8 +44,9 @@ IFS=';' read -ra runs <<< "${RUNS:-$default_runs}"
 i=0
 for args in "${runs[@]}"; do
   i=$((i + 1))
+  if (( $(left) < 20 )); then echo "run $i skipped: DEADLINE reached: $args"; continue; fi
   # shellcheck disable=SC2086
-  build-gpu/bin/slidesparse run $args --tuning-cache build-gpu/tuning.json --json "$logs/run-$i.json" \
+  timeout "$(left)" build-gpu/bin/slidesparse run $args --tuning-cache build-gpu/tuning.json --json "$logs/run-$i.json" \
     > "$logs/run-$i.log" 2>&1
   echo "run $i rc=$?: $args"; grep -v "^run: .*layer [0-9]" "$logs/run-$i.log" | tail -12
 done
@@ -50,8 +56,9 @@ if [[ -n "${TORCH:-}" ]]; then
   j=0
   for args in "${torch_runs[@]}"; do
     j=$((j + 1))
+    if (( $(left) < 20 )); then echo "torch $j skipped: DEADLINE reached: $args"; continue; fi
     # shellcheck disable=SC2086
-    /opt/torch/.venv/bin/python scripts/torch_baseline.py $args --json "$logs/torch-$j.json" > "$logs/torch-$j.log" 2>&1
+    timeout "$(left)" /opt/torch/.venv/bin/python scripts/torch_baseline.py $args --json "$logs/torch-$j.json" > "$logs/torch-$j.log" 2>&1
     echo "torch $j rc=$?: $args"; tail -16 "$logs/torch-$j.log"
   done
 fi

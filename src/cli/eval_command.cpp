@@ -34,6 +34,7 @@ struct EvalArgs {
   std::string calibration_text;
   std::int64_t calibration_tokens = 512;
   double dampening = 0.01;
+  std::string calibration = "sequential";
   std::int64_t tokens = 4096;
   std::int64_t context = 512;
   std::int64_t stride = 256;
@@ -72,6 +73,11 @@ Command register_eval(CLI::App& app) {
                   "Text for the calibration pass of --prune importance|sparsegpt (e.g. ../shared/data/wikitext-2/valid.txt)");
   ppl->add_option("--calibration-tokens", args->calibration_tokens, "Calibration tokens (windows of --ctx)")
       ->check(CLI::Range(1, 100000000));
+  ppl->add_option("--calibration", args->calibration,
+                  "sequential (default: layer by layer and input site by site, each calibrated on the model as "
+                  "pruned so far, as the SparseGPT and Wanda papers do) or one-pass (every site from one pass of the "
+                  "dense model)")
+      ->check(CLI::IsMember({"sequential", "one-pass"}));
   ppl->add_option("--dampening", args->dampening,
                   "sparsegpt: added to the Gram matrix's diagonal, relative to its mean (default 0.01)")
       ->check(CLI::Range(0.0, 1e6));
@@ -110,21 +116,33 @@ Command register_eval(CLI::App& app) {
       fail(ErrorKind::kUsage, "eval ppl: --prune {} needs --calibration-text (e.g. the validation split)", args->prune);
     }
     if (args->pattern != "dense") {
-      runtime::ActivationStats stats;
+      SparsityPattern const pattern = SparsityPattern::parse(args->pattern);
       if (calibrated) {
         std::vector<int> calib = tokenizer.encode(read_text(args->calibration_text), encode);
         if (static_cast<std::int64_t>(calib.size()) > args->calibration_tokens) {
           calib.resize(static_cast<std::size_t>(args->calibration_tokens));
         }
-        runtime::CpuModel const dense(weights);
-        stats = runtime::calibrate(dense, calib, args->context, second_order);
-      }
-      if (second_order) {
-        runtime::prune_model_second_order(weights, SparsityPattern::parse(args->pattern), stats, args->dampening);
+        if (args->calibration == "sequential") {
+          bool const tty = ::isatty(STDERR_FILENO) != 0;
+          runtime::prune_model_sequential(
+              weights, pattern, second_order ? runtime::SequentialCriterion::kSecondOrder : runtime::SequentialCriterion::kImportance,
+              calib, args->context, args->dampening, [&](std::int64_t done, std::int64_t total) {
+                if (tty) fmt::print(stderr, "\reval ppl: pruning layer {}/{}", done, total);
+              });
+          if (tty) fmt::print(stderr, "\n");
+        } else {
+          runtime::CpuModel const dense(weights);
+          runtime::ActivationStats const stats = runtime::calibrate(dense, calib, args->context, second_order);
+          if (second_order) {
+            runtime::prune_model_second_order(weights, pattern, stats, args->dampening);
+          } else {
+            runtime::prune_model(weights, pattern, &stats);
+          }
+        }
       } else {
-        runtime::prune_model(weights, SparsityPattern::parse(args->pattern), importance ? &stats : nullptr);
+        runtime::prune_model(weights, pattern);
       }
-      if (args->slide && !gpu) weights.slide_projections(SparsityPattern::parse(args->pattern));
+      if (args->slide && !gpu) weights.slide_projections(pattern);
     }
     std::vector<int> ids = tokenizer.encode(read_text(args->text), encode);
     if (static_cast<std::int64_t>(ids.size()) > args->tokens) ids.resize(static_cast<std::size_t>(args->tokens));
@@ -161,6 +179,7 @@ Command register_eval(CLI::App& app) {
         {"prune", args->pattern == "dense" ? "none" : args->prune},  {"tokens", ids.size()},
         {"calibration_text", calibrated ? args->calibration_text : ""},
         {"calibration_tokens", calibrated ? args->calibration_tokens : 0},
+        {"calibration", calibrated ? args->calibration : ""},
         {"dampening", second_order ? args->dampening : 0.0},
         {"context", args->context}, {"stride", std::min(args->stride, args->context)},
         {"path", args->slide ? "slidesparse" : "dense"}, {"device", args->device},

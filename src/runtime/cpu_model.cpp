@@ -323,6 +323,74 @@ void accumulate(ActivationStats* stats, std::size_t layer, std::size_t site, flo
 }
 }  // namespace
 
+void decoder_layer_forward(ModelConfig const& c, LayerWeights const& L, std::vector<double> const& inv_freq, float* h,
+                           std::int64_t t_count, float* kc, float* vc, std::int64_t p0, LayerCalibration const& calibration) {
+  std::int64_t const H = c.hidden, D = c.head_dim, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate;
+  std::int64_t const group = c.heads / c.kv_heads;
+  int const stop = calibration.stop_after_site;
+  if (stop < -1 || stop > 3) fail(ErrorKind::kInternal, "decoder_layer_forward: stop_after_site {} is not -1..3", stop);
+  // Collects site `site` when calibrating (every site for a whole-layer pass, else only the one
+  // the pass stops after) and says whether the pass ends there.
+  auto const site_done = [&](int site, float const* x, std::int64_t k) {
+    if (calibration.stats && (stop == -1 || stop == site)) accumulate(calibration.stats, calibration.stats_layer, static_cast<std::size_t>(site), x, t_count, k);
+    return stop == site;
+  };
+  auto sz = [](std::int64_t n) { return static_cast<std::size_t>(n); };
+  std::vector<float> a(sz(t_count * H)), q(sz(t_count * Q)), k(sz(t_count * KV)), v(sz(t_count * KV)),
+      attn(sz(t_count * Q)), proj(sz(t_count * H));
+  float const scale = 1.0f / std::sqrt(static_cast<float>(D));
+  for (std::int64_t t = 0; t < t_count; ++t) rms_norm(h + t * H, L.attn_norm.data(), H, c.rms_eps, a.data() + t * H);
+  if (site_done(0, a.data(), H)) return;
+  L.q.forward(a.data(), t_count, q.data());
+  L.k.forward(a.data(), t_count, k.data());
+  L.v.forward(a.data(), t_count, v.data());
+  for (std::int64_t t = 0; t < t_count; ++t) {
+    for (std::int64_t hd = 0; hd < c.heads; ++hd) rope(q.data() + t * Q + hd * D, D, p0 + t, inv_freq);
+    for (std::int64_t hd = 0; hd < c.kv_heads; ++hd) rope(k.data() + t * KV + hd * D, D, p0 + t, inv_freq);
+    std::copy_n(k.data() + t * KV, KV, kc + (p0 + t) * KV);
+    std::copy_n(v.data() + t * KV, KV, vc + (p0 + t) * KV);
+  }
+  // Causal attention: token t (position p0 + t) attends to positions 0 .. p0 + t.
+  parallel_for(t_count * c.heads, (p0 + t_count) * D * 8, [&](std::int64_t begin, std::int64_t end) {
+    std::vector<float> score(sz(p0 + t_count));
+    for (std::int64_t idx = begin; idx < end; ++idx) {
+      std::int64_t const t = idx / c.heads, hd = idx % c.heads, kvh = hd / group;
+      std::int64_t const last = p0 + t;
+      float const* qv = q.data() + t * Q + hd * D;
+      float max_score = -INFINITY;
+      for (std::int64_t p = 0; p <= last; ++p) {
+        score[sz(p)] = dot(qv, kc + p * KV + kvh * D, D) * scale;
+        max_score = std::max(max_score, score[sz(p)]);
+      }
+      double total = 0;
+      for (std::int64_t p = 0; p <= last; ++p) {
+        score[sz(p)] = std::exp(score[sz(p)] - max_score);
+        total += score[sz(p)];
+      }
+      auto const inv_total = static_cast<float>(1.0 / total);
+      float* out = attn.data() + t * Q + hd * D;
+      std::fill_n(out, D, 0.0f);
+      for (std::int64_t p = 0; p <= last; ++p) {
+        float const w = score[sz(p)] * inv_total;
+        float const* vv = vc + p * KV + kvh * D;
+        for (std::int64_t d = 0; d < D; ++d) out[d] += w * vv[d];
+      }
+    }
+  });
+  if (site_done(1, attn.data(), Q)) return;
+  L.o.forward(attn.data(), t_count, proj.data());
+  for (std::int64_t i = 0; i < t_count * H; ++i) h[i] += proj[sz(i)];
+  for (std::int64_t t = 0; t < t_count; ++t) rms_norm(h + t * H, L.ffn_norm.data(), H, c.rms_eps, a.data() + t * H);
+  if (site_done(2, a.data(), H)) return;
+  std::vector<float> g(sz(t_count * I)), u(sz(t_count * I));
+  L.gate.forward(a.data(), t_count, g.data());
+  L.up.forward(a.data(), t_count, u.data());
+  for (std::size_t i = 0; i < g.size(); ++i) g[i] = silu(g[i]) * u[i];
+  if (site_done(3, g.data(), I)) return;
+  L.down.forward(g.data(), t_count, proj.data());
+  for (std::int64_t i = 0; i < t_count * H; ++i) h[i] += proj[sz(i)];
+}
+
 std::vector<float> CpuModel::forward(Sequence& seq, std::span<int const> tokens, bool all_logits,
                                      ActivationStats* stats) const {
   ModelConfig const& c = config();
@@ -337,74 +405,20 @@ std::vector<float> CpuModel::forward(Sequence& seq, std::span<int const> tokens,
       fail(ErrorKind::kInvalidInput, "token id {} at position {} is outside the vocabulary of {}", id, seq.length + t, c.vocab);
     }
   }
-  std::int64_t const H = c.hidden, D = c.head_dim, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate;
-  std::int64_t const group = c.heads / c.kv_heads;
-  std::int64_t const p0 = seq.length;
+  std::int64_t const H = c.hidden, KV = c.kv_dim();
   auto sz = [](std::int64_t n) { return static_cast<std::size_t>(n); };
-  std::vector<float> h(sz(t_count * H)), a(sz(t_count * H)), q(sz(t_count * Q)), k(sz(t_count * KV)),
-      v(sz(t_count * KV)), attn(sz(t_count * Q)), proj(sz(t_count * H)), g(sz(t_count * I)), u(sz(t_count * I));
+  std::vector<float> h(sz(t_count * H)), a(sz(t_count * H));
   for (std::int64_t t = 0; t < t_count; ++t) {
     std::copy_n(weights_.embed.data() + tokens[sz(t)] * H, H, h.data() + t * H);
   }
-  float const scale = 1.0f / std::sqrt(static_cast<float>(D));
   if (stats) {
     stats->sum_squares.resize(static_cast<std::size_t>(c.layers));
     if (stats->collect_gram) stats->gram.resize(static_cast<std::size_t>(c.layers));
     stats->tokens += t_count;
   }
   for (std::int64_t l = 0; l < c.layers; ++l) {
-    LayerWeights const& L = weights_.layers[sz(l)];
-    for (std::int64_t t = 0; t < t_count; ++t) rms_norm(h.data() + t * H, L.attn_norm.data(), H, c.rms_eps, a.data() + t * H);
-    accumulate(stats, sz(l), 0, a.data(), t_count, H);
-    L.q.forward(a.data(), t_count, q.data());
-    L.k.forward(a.data(), t_count, k.data());
-    L.v.forward(a.data(), t_count, v.data());
-    float* kc = seq.k.data() + l * seq.capacity * KV;
-    float* vc = seq.v.data() + l * seq.capacity * KV;
-    for (std::int64_t t = 0; t < t_count; ++t) {
-      for (std::int64_t hd = 0; hd < c.heads; ++hd) rope(q.data() + t * Q + hd * D, D, p0 + t, inv_freq_);
-      for (std::int64_t hd = 0; hd < c.kv_heads; ++hd) rope(k.data() + t * KV + hd * D, D, p0 + t, inv_freq_);
-      std::copy_n(k.data() + t * KV, KV, kc + (p0 + t) * KV);
-      std::copy_n(v.data() + t * KV, KV, vc + (p0 + t) * KV);
-    }
-    // Causal attention: token t (position p0 + t) attends to positions 0 .. p0 + t.
-    parallel_for(t_count * c.heads, (p0 + t_count) * D * 8, [&](std::int64_t begin, std::int64_t end) {
-      std::vector<float> score(sz(p0 + t_count));
-      for (std::int64_t idx = begin; idx < end; ++idx) {
-        std::int64_t const t = idx / c.heads, hd = idx % c.heads, kvh = hd / group;
-        std::int64_t const last = p0 + t;
-        float const* qv = q.data() + t * Q + hd * D;
-        float max_score = -INFINITY;
-        for (std::int64_t p = 0; p <= last; ++p) {
-          score[sz(p)] = dot(qv, kc + p * KV + kvh * D, D) * scale;
-          max_score = std::max(max_score, score[sz(p)]);
-        }
-        double total = 0;
-        for (std::int64_t p = 0; p <= last; ++p) {
-          score[sz(p)] = std::exp(score[sz(p)] - max_score);
-          total += score[sz(p)];
-        }
-        auto const inv_total = static_cast<float>(1.0 / total);
-        float* out = attn.data() + t * Q + hd * D;
-        std::fill_n(out, D, 0.0f);
-        for (std::int64_t p = 0; p <= last; ++p) {
-          float const w = score[sz(p)] * inv_total;
-          float const* vv = vc + p * KV + kvh * D;
-          for (std::int64_t d = 0; d < D; ++d) out[d] += w * vv[d];
-        }
-      }
-    });
-    accumulate(stats, sz(l), 1, attn.data(), t_count, Q);
-    L.o.forward(attn.data(), t_count, proj.data());
-    for (std::size_t i = 0; i < h.size(); ++i) h[i] += proj[i];
-    for (std::int64_t t = 0; t < t_count; ++t) rms_norm(h.data() + t * H, L.ffn_norm.data(), H, c.rms_eps, a.data() + t * H);
-    accumulate(stats, sz(l), 2, a.data(), t_count, H);
-    L.gate.forward(a.data(), t_count, g.data());
-    L.up.forward(a.data(), t_count, u.data());
-    for (std::size_t i = 0; i < g.size(); ++i) g[i] = silu(g[i]) * u[i];
-    accumulate(stats, sz(l), 3, g.data(), t_count, I);
-    L.down.forward(g.data(), t_count, proj.data());
-    for (std::size_t i = 0; i < h.size(); ++i) h[i] += proj[i];
+    decoder_layer_forward(c, weights_.layers[sz(l)], inv_freq_, h.data(), t_count, seq.k.data() + l * seq.capacity * KV,
+                          seq.v.data() + l * seq.capacity * KV, seq.length, {stats, sz(l), -1});
   }
   seq.length += t_count;
   std::int64_t const first = all_logits ? 0 : t_count - 1;

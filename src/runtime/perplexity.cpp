@@ -136,6 +136,64 @@ void prune_model_second_order(ModelWeights& weights, SparsityPattern pattern, Ac
   }
 }
 
+void prune_model_sequential(ModelWeights& weights, SparsityPattern pattern, SequentialCriterion criterion,
+                            std::span<int const> tokens, std::int64_t context, double dampening,
+                            std::function<void(std::int64_t, std::int64_t)> const& progress) {
+  ModelConfig const& c = weights.config;
+  if (context < 1) fail(ErrorKind::kUsage, "prune_model_sequential: context {} must be positive", context);
+  if (tokens.empty()) fail(ErrorKind::kUsage, "prune_model_sequential: no calibration tokens");
+  for (std::size_t t = 0; t < tokens.size(); ++t) {
+    if (tokens[t] < 0 || tokens[t] >= c.vocab) {
+      fail(ErrorKind::kInvalidInput, "prune_model_sequential: calibration token {} at position {} is outside the vocabulary of {}",
+           tokens[t], t, c.vocab);
+    }
+  }
+  weights.validate();
+  std::int64_t const H = c.hidden, KV = c.kv_dim();
+  auto const n_tokens = static_cast<std::int64_t>(tokens.size());
+  auto sz = [](std::int64_t n) { return static_cast<std::size_t>(n); };
+  // The calibration windows' hidden states, h[t][hidden] for every calibration token: after
+  // layer l's turn they are the output of layers 0..l as pruned, the input of layer l + 1.
+  std::vector<float> h(sz(n_tokens * H));
+  for (std::int64_t t = 0; t < n_tokens; ++t) std::copy_n(weights.embed.data() + tokens[sz(t)] * H, H, h.data() + t * H);
+  std::vector<double> const inv_freq = c.rope_inverse_frequencies();
+  std::vector<float> scratch, k_cache(sz(std::min(context, n_tokens) * KV)), v_cache(k_cache.size());
+  // Runs layer `layer` over every window (each a fresh sequence from position 0, as calibrate()
+  // runs them): on a copy of h up to `site` collecting that site's statistics, or (site -1) on h
+  // itself to advance it.
+  auto const each_window = [&](LayerWeights const& layer, int site, ActivationStats* stats) {
+    for (std::int64_t begin = 0; begin < n_tokens; begin += context) {
+      std::int64_t const count = std::min(context, n_tokens - begin);
+      float* x = h.data() + begin * H;
+      if (site >= 0) {
+        scratch.assign(x, x + count * H);
+        x = scratch.data();
+      }
+      decoder_layer_forward(c, layer, inv_freq, x, count, k_cache.data(), v_cache.data(), 0, {stats, 0, site});
+    }
+  };
+  for (std::size_t l = 0; l < weights.layers.size(); ++l) {
+    LayerWeights& layer = weights.layers[l];
+    auto const by_site = projections_by_site(layer);
+    for (std::size_t site = 0; site < by_site.size(); ++site) {
+      ActivationStats stats;
+      stats.sum_squares.resize(1);
+      stats.collect_gram = criterion == SequentialCriterion::kSecondOrder;
+      if (stats.collect_gram) stats.gram.resize(1);
+      each_window(layer, static_cast<int>(site), &stats);
+      if (stats.collect_gram) {
+        ObsFactor const factor(stats.gram[0][site], by_site[site].front()->k(), dampening);
+        for (CpuLinear* lin : by_site[site]) obs_prune_in_place(prunable_weight(*lin, l, "prune_model_sequential"), pattern, factor);
+      } else {
+        std::vector<float> const norms = stats.norms(0, site);
+        for (CpuLinear* lin : by_site[site]) prune_in_place(prunable_weight(*lin, l, "prune_model_sequential"), pattern, norms);
+      }
+    }
+    each_window(layer, -1, nullptr);
+    if (progress) progress(static_cast<std::int64_t>(l) + 1, static_cast<std::int64_t>(weights.layers.size()));
+  }
+}
+
 ActivationStats calibrate(CpuModel const& model, std::span<int const> tokens, std::int64_t context, bool gram) {
   if (context < 1) fail(ErrorKind::kUsage, "calibrate: context {} must be positive", context);
   ActivationStats stats;

@@ -1,6 +1,8 @@
 #include "slidesparse/runtime/perplexity.hpp"
 
 #include <algorithm>
+#include <array>
+#include <optional>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -11,6 +13,7 @@
 
 #include "common/test_util.hpp"
 #include "slidesparse/core/error.hpp"
+#include "slidesparse/core/obs_prune.hpp"
 #include "slidesparse/core/prune.hpp"
 #include "slidesparse/convert/convert.hpp"
 #include "slidesparse/convert/synthetic.hpp"
@@ -218,6 +221,83 @@ TEST(Perplexity, SecondOrderPruningUsesEachSitesGramMatrix) {
   // Statistics without Gram matrices are refused, naming the remedy.
   ActivationStats const plain = calibrate(model, t, 16);
   test::expect_error([&] { prune_model_second_order(pruned, p, plain); }, ErrorKind::kUsage, {"calibrate with gram"});
+}
+
+// The sequential procedure spelled out the slow way, through nothing but the public one-pass
+// pieces: for each layer and input site in order, calibrate the model as pruned so far and prune
+// that one site's projections.
+ModelWeights sequential_by_alternation(ModelWeights w, SparsityPattern p, SequentialCriterion criterion,
+                                       std::span<int const> tokens, std::int64_t context, double dampening) {
+  for (std::size_t l = 0; l < w.layers.size(); ++l) {
+    LayerWeights& L = w.layers[l];
+    std::array<std::vector<CpuLinear*>, 4> const sites = {{{&L.q, &L.k, &L.v}, {&L.o}, {&L.gate, &L.up}, {&L.down}}};
+    for (std::size_t site = 0; site < 4; ++site) {
+      ActivationStats const stats = calibrate(CpuModel(w), tokens, context, criterion == SequentialCriterion::kSecondOrder);
+      std::optional<ObsFactor> factor;
+      if (criterion == SequentialCriterion::kSecondOrder) factor.emplace(stats.gram[l][site], sites[site].front()->k(), dampening);
+      for (CpuLinear* lin : sites[site]) {
+        MatrixView const view{DType::kF32, lin->n(), lin->k(), reinterpret_cast<std::byte*>(lin->weight().data()), "w"};
+        if (factor) {
+          obs_prune_in_place(view, p, *factor);
+        } else {
+          prune_in_place(view, p, stats.norms(l, site));
+        }
+      }
+    }
+  }
+  return w;
+}
+
+TEST(Perplexity, SequentialPruningEqualsCalibratingThePrunedModelSiteBySite) {
+  ModelWeights const w = ModelWeights::random(ModelConfig::preset("tiny-qwen2"), 8);
+  std::vector<int> const t = tokens_of(w.config.vocab, 37);  // windows of 16, 16 and 5 tokens
+  SparsityPattern const p = SparsityPattern::parse("6:8");
+  for (SequentialCriterion const criterion : {SequentialCriterion::kImportance, SequentialCriterion::kSecondOrder}) {
+    bool const second = criterion == SequentialCriterion::kSecondOrder;
+    SCOPED_TRACE(second ? "second order" : "importance");
+    ModelWeights sequential = w;
+    std::vector<std::int64_t> progress;
+    prune_model_sequential(sequential, p, criterion, t, 16, 0.05, [&](std::int64_t done, std::int64_t total) {
+      EXPECT_EQ(total, 2);
+      progress.push_back(done);
+    });
+    EXPECT_EQ(progress, (std::vector<std::int64_t>{1, 2}));
+    ModelWeights const expect = sequential_by_alternation(w, p, criterion, t, 16, 0.05);
+    // One pass: every site calibrated on the dense model.
+    ModelWeights one_pass = w;
+    ActivationStats const dense_stats = calibrate(CpuModel(w), t, 16, second);
+    if (second) {
+      prune_model_second_order(one_pass, p, dense_stats, 0.05);
+    } else {
+      prune_model(one_pass, p, &dense_stats);
+    }
+    for (std::size_t l = 0; l < 2; ++l) {
+      LayerWeights const& a = sequential.layers[l];
+      LayerWeights const& b = expect.layers[l];
+      LayerWeights const& c = one_pass.layers[l];
+      char const* names[] = {"q", "k", "v", "o", "gate", "up", "down"};
+      CpuLinear const* as[] = {&a.q, &a.k, &a.v, &a.o, &a.gate, &a.up, &a.down};
+      CpuLinear const* bs[] = {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down};
+      CpuLinear const* cs[] = {&c.q, &c.k, &c.v, &c.o, &c.gate, &c.up, &c.down};
+      for (int i = 0; i < 7; ++i) {
+        ASSERT_EQ(as[i]->weight(), bs[i]->weight()) << "layer " << l << " " << names[i];
+        // Layer 0's q/k/v read the embeddings' norm, the same in both procedures; everything
+        // after them reads inputs that pruning has changed.
+        if (l == 0 && i < 3) {
+          EXPECT_EQ(as[i]->weight(), cs[i]->weight()) << names[i];
+        } else {
+          EXPECT_NE(as[i]->weight(), cs[i]->weight()) << "layer " << l << " " << names[i];
+        }
+      }
+    }
+  }
+  ModelWeights copy = w;
+  std::vector<int> bad = t;
+  bad[20] = static_cast<int>(w.config.vocab);
+  test::expect_error([&] { prune_model_sequential(copy, p, SequentialCriterion::kImportance, bad, 16); },
+                     ErrorKind::kInvalidInput, {"position 20"});
+  test::expect_error([&] { prune_model_sequential(copy, p, SequentialCriterion::kImportance, {}, 16); }, ErrorKind::kUsage,
+                     {"no calibration tokens"});
 }
 
 TEST(Calibrate, ImportanceFileFeedsConvertToTheSamePruningAsEvalPpl) {

@@ -125,6 +125,25 @@ struct ActivationStats {
   std::vector<float> norms(std::size_t layer, std::size_t site) const;
 };
 
+/// Where one decoder layer's pass collects calibration statistics. stats == nullptr: none.
+/// stop_after_site == -1: the whole layer, collecting every site into stats[stats_layer];
+/// 0..3: collect only that site and return right after computing it (sequential pruning
+/// calibrates one site at a time; h is then partly updated and the caller discards it).
+struct LayerCalibration {
+  ActivationStats* stats = nullptr;
+  std::size_t stats_layer = 0;
+  int stop_after_site = -1;
+};
+
+/// One decoder layer (the per-layer step of the file comment) on the hidden states h [T, hidden]
+/// of T tokens at positions p0 .. p0+T-1, updated in place; K/V of the new tokens are written to
+/// k_cache / v_cache [>= p0+T, kv_dim] (this layer's cache), whose rows 0 .. p0-1 hold the
+/// history. CpuModel::forward is this over the layers; exposed for layer-by-layer (sequential)
+/// calibration. `inv_freq` is config.rope_inverse_frequencies().
+void decoder_layer_forward(ModelConfig const& config, LayerWeights const& layer, std::vector<double> const& inv_freq,
+                           float* h, std::int64_t t_count, float* k_cache, float* v_cache, std::int64_t p0,
+                           LayerCalibration const& calibration = {});
+
 class CpuModel {
  public:
   explicit CpuModel(ModelWeights weights);

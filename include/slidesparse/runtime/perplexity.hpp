@@ -61,6 +61,24 @@ void prune_model(ModelWeights& weights, SparsityPattern pattern, ActivationStats
 void prune_model_second_order(ModelWeights& weights, SparsityPattern pattern, ActivationStats const& stats,
                               double dampening = 0.01);
 
+/// The pruning criterion of prune_model_sequential: Wanda (|w| * ||x_k||_2) or second-order
+/// (SparseGPT, with error compensation).
+enum class SequentialCriterion { kImportance, kSecondOrder };
+
+/// Sequential ("true sequential") calibration and pruning, the procedure of the SparseGPT and
+/// Wanda papers: layer by layer, and within a layer input site by input site (q/k/v, then o, then
+/// gate/up, then down), each site's statistics come from the calibration tokens run through the
+/// model as pruned so far, so every projection is pruned against the inputs it will see, and
+/// later layers compensate for earlier ones' error (one-pass calibrate() sees the dense model's
+/// inputs everywhere). `tokens` run in windows of `context` from position 0, as calibrate() runs
+/// them; the hidden states of all calibration tokens are kept (tokens x hidden floats). Equal,
+/// bit for bit, to alternating calibrate() on the current model with pruning one site. Throws
+/// Error(kUsage) for no tokens, Error(kInvalidInput) for a token outside the vocabulary (naming
+/// its position). progress(layers done, layers) after each layer.
+void prune_model_sequential(ModelWeights& weights, SparsityPattern pattern, SequentialCriterion criterion,
+                            std::span<int const> tokens, std::int64_t context, double dampening = 0.01,
+                            std::function<void(std::int64_t, std::int64_t)> const& progress = {});
+
 /// Runs the model over `tokens` in windows of `context` and collects the projections' input
 /// statistics (the calibration pass behind importance pruning); with `gram` also the Gram
 /// matrices for prune_model_second_order.
