@@ -4,11 +4,13 @@
 # with each argument list of EVALS; logs and JSON go to $OUT/ppl-logs.tar.gz.
 #
 # The device tool carries at most 64 MiB per call, the GGUF is 98 MB: it travels in pieces
-# (`split -b 48M` into .xfer/smollm2.part-aa, -ab, ...), one per call while the machine stays
-# warm (ignored files stay there between calls). This script joins the pieces when the model is
-# absent and refuses a join whose sha256 is not the published one (scripts/setup.sh).
+# (`split -b 48M` into smollm2.part-aa, -ab, ...), one per call while the machine stays warm.
+# A carried piece does not survive the next call inside the checkout there (the tree is synced
+# again), so each call copies its piece out to $PIECES (default /root/xfer) first. This script
+# joins the pieces when the model is absent and refuses a join whose sha256 is not the published
+# one (scripts/setup.sh).
 #
-# Usage: [OUT=DIR] [EVALS="ARGS;ARGS;..."] [DEADLINE=S] scripts/gpu_ppl.sh
+# Usage: [OUT=DIR] [EVALS="ARGS;ARGS;..."] [DEADLINE=S] [PIECES=DIR] scripts/gpu_ppl.sh
 #        EVALS: ';'-separated argument lists appended to
 #        `slidesparse eval ppl --model <gguf> --text <test.txt>` (default: dense and 6:8 on the GPU
 #        in BF16). The text is ../shared/data/wikitext-2/test.txt, or .xfer/wikitext-2/test.txt
@@ -31,8 +33,9 @@ model=.deps/models/SmolLM2-135M-Instruct.Q4_1.gguf
 sha256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  # as in scripts/setup.sh
 if [[ ! -f "$model" ]]; then
   shopt -s nullglob
-  parts=(.xfer/smollm2.part-*)
-  (( ${#parts[@]} )) || { echo "no $model and no .xfer/smollm2.part-* pieces"; exit 3; }
+  pieces="${PIECES:-/root/xfer}"
+  parts=("$pieces"/smollm2.part-*)
+  (( ${#parts[@]} )) || { echo "no $model and no $pieces/smollm2.part-* pieces"; exit 3; }
   mkdir -p "$(dirname "$model")"
   cat "${parts[@]}" > "$model.tmp"
   actual=$(sha256sum "$model.tmp" | cut -d' ' -f1)

@@ -53,6 +53,7 @@ std::unique_ptr<GpuModel> build_model(ModelRunOptions const& o, std::optional<Sp
   mo.compute_dtype = o.dtype;
   mo.pattern = pattern;
   mo.backend = o.backend;
+  mo.dense_fallback = o.dense_fallback;
   mo.attention = o.attention;
   std::string const prefix = "preset:";
   if (o.model.rfind(prefix, 0) == 0) {

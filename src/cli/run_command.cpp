@@ -34,6 +34,7 @@ struct RunArgs {
   int repeats = 3;
   bool no_profile = false;
   bool no_graph = false;
+  bool dense_fallback = false;
   std::uint64_t seed = 2026;
   std::string json;
   std::string tuning_cache;
@@ -67,6 +68,9 @@ Command register_run(CLI::App& app) {
   sub->add_option("--repeats", args->repeats, "Timed prefill steps (median, min, max; default 3)")->check(CLI::Range(1, 1000));
   sub->add_flag("--no-profile", args->no_profile, "Skip the profiled pass (time split into linear / attention / other)");
   sub->add_flag("--no-graph", args->no_graph, "Decode without CUDA graphs");
+  sub->add_flag("--dense-fallback", args->dense_fallback,
+                "SlideSparse projections also keep a dense copy of the pruned weight and run, per M bucket, the "
+                "fastest of the sparse backends and dense (never slower than dense; costs the dense weights' memory)");
   sub->add_option("--seed", args->seed, "Seed of the preset weights and of the prompts");
   sub->add_option("--json", args->json, "Write the result as JSON to this file");
   sub->add_option("--tuning-cache", args->tuning_cache,
@@ -115,15 +119,17 @@ Command register_run(CLI::App& app) {
     o.repeats = args->repeats;
     o.profile = !args->no_profile;
     o.use_graph = !args->no_graph;
+    o.dense_fallback = args->dense_fallback;
     o.seed = args->seed;
     io::TuningCache tuning = io::TuningCache::from_option(args->tuning_cache);
     o.tuning = &tuning;
     o.command = fmt::format("slidesparse run --model {} --pattern {} --dtype {}{} --backend {} --attention {} --batch {} "
-                            "--prompt-len {} --gen-len {} --repeats {} --seed {}{}{}",
+                            "--prompt-len {} --gen-len {} --repeats {} --seed {}{}{}{}",
                             args->model, fmt::join(args->patterns, ","), args->dtype, o.compare_dense ? " --compare dense" : "",
                             args->backend, args->attention, fmt::join(args->batches, ","), fmt::join(args->prompt_lens, ","), args->gen_len,
                             args->repeats, args->seed,
-                            args->no_profile ? " --no-profile" : "", args->no_graph ? " --no-graph" : "");
+                            args->no_profile ? " --no-profile" : "", args->no_graph ? " --no-graph" : "",
+                            args->dense_fallback ? " --dense-fallback" : "");
     auto const started = std::chrono::steady_clock::now();
     o.progress = [started](std::string const& line) {
       double const s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

@@ -12,13 +12,43 @@
 #include "slidesparse/core/parallel.hpp"
 #include "slidesparse/core/quantize.hpp"
 #include "slidesparse/cuda/check.hpp"
+#include "slidesparse/cuda/dispatch_linear.hpp"
 #include "slidesparse/cuda/model_kernels.hpp"
 
 namespace slidesparse::runtime {
 
+// A projection of a layer: one cuda::Linear, or with GpuModelOptions::dense_fallback a
+// DispatchLinear that holds the SlideSparse backends and a dense copy of the pruned weight and
+// runs, per M bucket, whichever is fastest (chosen by timing, kept in the tuning cache).
+class Projection {
+ public:
+  explicit Projection(std::unique_ptr<cuda::Linear> single) : single_(std::move(single)) {}
+  explicit Projection(std::unique_ptr<cuda::DispatchLinear> dispatch) : dispatch_(std::move(dispatch)) {}
+  void prepare(std::int64_t m, cudaStream_t stream) {
+    if (single_) single_->prepare(m, stream);
+    else dispatch_->prepare(m, stream);
+  }
+  void forward(void const* x, void* y, std::int64_t m, cudaStream_t stream) {
+    if (single_) single_->forward(x, y, m, stream);
+    else dispatch_->forward(x, y, m, stream);
+  }
+  cuda::LinearMemory memory() const noexcept { return single_ ? single_->memory() : dispatch_->memory(); }
+  std::string const& name() const noexcept { return single_ ? single_->name() : dispatch_->name(); }
+  /// The GEMM configuration for M (single), or which candidate the dispatch chose for M's bucket.
+  std::string gemm_description(std::int64_t m) const {
+    if (single_) return single_->gemm_description(m);
+    std::string const chosen = dispatch_->choice(m);
+    return "dispatch -> " + (chosen.empty() ? std::string("(not prepared)") : chosen);
+  }
+
+ private:
+  std::unique_ptr<cuda::Linear> single_;
+  std::unique_ptr<cuda::DispatchLinear> dispatch_;
+};
+
 struct GpuModel::Layer {
   cuda::DeviceBuffer attn_norm, ffn_norm;  // F32 [hidden]
-  std::unique_ptr<cuda::Linear> qkv, o, gate_up, down;
+  std::unique_ptr<Projection> qkv, o, gate_up, down;
 };
 
 // Device pointers of one step's metadata (all int32, in one buffer; see forward()).
@@ -121,10 +151,13 @@ GpuModel::Plan HostPlan::on_device(int* base, std::array<std::size_t, kPlanArray
   return p;
 }
 
-// Converts and concatenates the rows of `parts` (same K) into one projection.
-std::unique_ptr<cuda::Linear> make_linear(std::string const& name, std::initializer_list<CpuLinear const*> parts,
-                                          GpuModelOptions const& options, bool dense_bf16, cudaStream_t stream,
-                                          io::TuningCache* tuning, std::shared_ptr<cuda::LinearScratch> const& scratch) {
+// Converts and concatenates the rows of `parts` (same K) into one projection: a cuda::Linear, or
+// (`dispatch`: a SlideSparse projection with options.dense_fallback) a DispatchLinear whose
+// sparse candidates follow options.backend (auto: CUTLASS and cuSPARSELt, each a weight copy)
+// plus the dense one.
+std::unique_ptr<Projection> make_projection(std::string const& name, std::initializer_list<CpuLinear const*> parts,
+                                            GpuModelOptions const& options, bool dense_bf16, cudaStream_t stream,
+                                            io::TuningCache* tuning, std::shared_ptr<cuda::LinearScratch> const& scratch) {
   std::int64_t const k = (*parts.begin())->k();
   std::int64_t n = 0;
   bool const has_bias = !(*parts.begin())->bias().empty();
@@ -168,7 +201,15 @@ std::unique_ptr<cuda::Linear> make_linear(std::string const& name, std::initiali
     row += p->n();
   }
   cuda::LinearWeights const lw{ConstMatrixView{dtype, n, k, codes.data(), name}, scales, bias};
-  return std::make_unique<cuda::Linear>(config, lw, stream, tuning, name, scratch);
+  if (options.dense_fallback && config.pattern) {
+    cuda::DispatchConfig dispatch;
+    dispatch.layer = config;
+    dispatch.cutlass = options.backend != cuda::GemmBackend::kLibrary;
+    dispatch.cusparselt = options.backend != cuda::GemmBackend::kCutlass;
+    dispatch.dense_fallback = true;
+    return std::make_unique<Projection>(std::make_unique<cuda::DispatchLinear>(dispatch, lw, stream, tuning, name, scratch));
+  }
+  return std::make_unique<Projection>(std::make_unique<cuda::Linear>(config, lw, stream, tuning, name, scratch));
 }
 
 template <typename T>
@@ -230,7 +271,7 @@ void GpuModel::build(std::span<float const> embed, std::span<float const> final_
     fail(ErrorKind::kInvalidInput, "GPU model {}: lm_head is [{}, {}], needs [{}, {}]", c.name, lm_head->n(),
          lm_head->k(), c.vocab, c.hidden);
   }
-  lm_head_ = make_linear("lm_head", {lm_head}, options_, true, stream_, tuning_, scratch_);
+  lm_head_ = make_projection("lm_head", {lm_head}, options_, true, stream_, tuning_, scratch_);
   tied = CpuLinear();
   layers_.resize(static_cast<std::size_t>(c.layers));
   for (std::int64_t l = 0; l < c.layers; ++l) {
@@ -257,10 +298,10 @@ void GpuModel::build(std::span<float const> embed, std::span<float const> final_
     dst.attn_norm = upload<float>(L.attn_norm, stream_);
     dst.ffn_norm = upload<float>(L.ffn_norm, stream_);
     try {
-      dst.qkv = make_linear(p + "qkv_proj", {&L.q, &L.k, &L.v}, options_, false, stream_, tuning_, scratch_);
-      dst.o = make_linear(p + "o_proj", {&L.o}, options_, false, stream_, tuning_, scratch_);
-      dst.gate_up = make_linear(p + "gate_up_proj", {&L.gate, &L.up}, options_, false, stream_, tuning_, scratch_);
-      dst.down = make_linear(p + "down_proj", {&L.down}, options_, false, stream_, tuning_, scratch_);
+      dst.qkv = make_projection(p + "qkv_proj", {&L.q, &L.k, &L.v}, options_, false, stream_, tuning_, scratch_);
+      dst.o = make_projection(p + "o_proj", {&L.o}, options_, false, stream_, tuning_, scratch_);
+      dst.gate_up = make_projection(p + "gate_up_proj", {&L.gate, &L.up}, options_, false, stream_, tuning_, scratch_);
+      dst.down = make_projection(p + "down_proj", {&L.down}, options_, false, stream_, tuning_, scratch_);
     } catch (Error const& e) {
       fail(e.kind(), "GPU model {}: {}", c.name, e.what());
     }
@@ -588,7 +629,7 @@ std::int64_t GpuModel::forward(std::span<SequenceStep const> steps, bool all_log
 void GpuModel::prepare_decode(std::int64_t batch) {
   ensure_logits(batch);
   for (Layer& L : layers_) {
-    for (cuda::Linear* lin : {L.qkv.get(), L.o.get(), L.gate_up.get(), L.down.get()}) lin->prepare(batch, stream_);
+    for (Projection* lin : {L.qkv.get(), L.o.get(), L.gate_up.get(), L.down.get()}) lin->prepare(batch, stream_);
   }
   lm_head_->prepare(batch, stream_);
   if (decode_batch_ == batch) return;
@@ -747,7 +788,7 @@ GpuModelMemory GpuModel::memory() const {
   std::size_t gemm = lm_head_->memory().gemm;
   for (Layer const& L : layers_) {
     m.weights += L.attn_norm.size() + L.ffn_norm.size();
-    for (cuda::Linear const* lin : {L.qkv.get(), L.o.get(), L.gate_up.get(), L.down.get()}) {
+    for (Projection const* lin : {L.qkv.get(), L.o.get(), L.gate_up.get(), L.down.get()}) {
       m.weights += lin->memory().weight + lin->memory().vectors;
       gemm += lin->memory().gemm;
     }
@@ -776,7 +817,7 @@ std::string GpuModel::describe_gemms(std::int64_t m) const {
   if (layers_.empty()) return {};
   Layer const& L = layers_.front();
   std::string out;
-  for (cuda::Linear const* lin : {L.qkv.get(), L.o.get(), L.gate_up.get(), L.down.get()}) {
+  for (Projection const* lin : {L.qkv.get(), L.o.get(), L.gate_up.get(), L.down.get()}) {
     if (!out.empty()) out += "; ";
     out += lin->name() + ": " + lin->gemm_description(m);
   }

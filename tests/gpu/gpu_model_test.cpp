@@ -473,6 +473,52 @@ TEST_F(GpuModelTest, Int8SlideSparseEqualsDenseOnPrunedWeights) {
   }
 }
 
+TEST_F(GpuModelTest, DenseFallbackGivesTheSameLogitsAndHoldsTheDenseCopy) {
+  // With dense_fallback every projection chooses per M bucket between the SlideSparse backends
+  // and a dense copy of the pruned weight. In INT8 all of them compute the same integers, so the
+  // logits of prefill and of graph-captured decode steps must equal the plain SlideSparse
+  // model's to the last bit, whichever candidate each bucket picked (printed).
+  ModelConfig const c = mid_config();
+  test::Rng rng(433);
+  SCOPED_TRACE(rng.describe());
+  SparsityPattern const pattern = SparsityPattern::parse("6:8");
+  ModelWeights w = ModelWeights::random(c, 433);
+  prune_model(w, pattern);
+  GpuModelOptions plain;
+  plain.compute_dtype = DType::kI8;
+  plain.pattern = pattern;
+  GpuModelOptions fallback = plain;
+  fallback.dense_fallback = true;
+  GpuModel a(w, plain), b(w, fallback);
+  EXPECT_GT(b.memory().weights, a.memory().weights);  // the dense copies
+  std::vector<int> const p0 = random_tokens(rng, 45, c.vocab), p1 = random_tokens(rng, 6, c.vocab);
+  std::vector<SequenceStep> const batch = {{0, p0}, {1, p1}};
+  for (GpuModel* m : {&a, &b}) {
+    m->reserve(2, 64, 64);
+    m->forward(batch, true);
+  }
+  EXPECT_EQ(a.logits(), b.logits());
+  std::string const prefill = b.describe_gemms(51);
+  EXPECT_NE(prefill.find("dispatch -> "), std::string::npos) << prefill;
+  EXPECT_EQ(prefill.find("not prepared"), std::string::npos) << prefill;
+  for (GpuModel* m : {&a, &b}) {  // decode follows a step without all_logits
+    m->reset(0);
+    m->reset(1);
+    m->forward(batch, false);
+    m->decode_greedy(2, 4, true);
+  }
+  EXPECT_EQ(a.logits(), b.logits());
+  EXPECT_EQ(a.tokens(0), b.tokens(0));
+  std::cout << "[ info ] dense fallback, prefill M = 51: " << prefill << "\n";
+  std::cout << "[ info ] dense fallback, decode M = 2: " << b.describe_gemms(2) << "\n";
+  // A dense model ignores the option.
+  GpuModelOptions dense_only;
+  dense_only.compute_dtype = DType::kI8;
+  dense_only.dense_fallback = true;
+  GpuModel d(w, dense_only);
+  EXPECT_EQ(d.describe_gemms(16).find("dispatch"), std::string::npos);
+}
+
 TEST_F(GpuModelTest, PerplexityMatchesTheCpuModel) {
   // The same windowing over the GPU's logits. Each token's NLL changes by at most
   // 2 max|delta logit| (log-softmax is 1-Lipschitz in each argument, twice for the target);

@@ -51,6 +51,8 @@ class TuningCache;
 
 namespace slidesparse::runtime {
 
+class Projection;  // one projection of the GPU model (gpu_model.cpp)
+
 /// Which attention implementation serves the forward (prefill) steps; decode steps always run
 /// the own split-KV kernel (one query per sequence, captured in CUDA graphs).
 enum class AttentionBackend {
@@ -67,6 +69,12 @@ struct GpuModelOptions {
   std::optional<SparsityPattern> pattern;
   cuda::GemmBackend backend = cuda::GemmBackend::kAuto;
   bool fast_accumulation = true;
+  /// SlideSparse projections also keep a dense copy of their pruned weight and run, per M bucket,
+  /// whichever of the sparse backends and the dense one is fastest (cuda::DispatchLinear, timed
+  /// on first use of a bucket, the choice kept in the tuning cache): never slower than dense at
+  /// any batch, at the cost of the dense weights' memory (and, with backend kAuto, a second
+  /// sparse copy: CUTLASS and cuSPARSELt). No effect on a dense model.
+  bool dense_fallback = false;
   AttentionBackend attention = AttentionBackend::kAuto;
   /// kAuto's threshold: below it the own kernel is as fast and needs no graph build.
   static constexpr std::int64_t kCudnnMinTokens = 64;
@@ -184,7 +192,7 @@ class GpuModel {
   std::shared_ptr<cuda::LinearScratch> scratch_;
   cuda::DeviceBuffer embed_, final_norm_;
   std::vector<Layer> layers_;
-  std::unique_ptr<cuda::Linear> lm_head_;
+  std::unique_ptr<Projection> lm_head_;
 
   // capacity_: the tokens a slot may hold; cache_rows_: rows per slot in the KV cache and the
   // history (capacity_ rounded up to a multiple of 64, so cuDNN can page the cache).
