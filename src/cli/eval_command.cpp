@@ -1,5 +1,6 @@
 // `slidesparse eval ppl`: perplexity of a GGUF llama model (CPU reference backend) on a text
 // file, dense or with the projections pruned to a pattern; JSON result, progress on stderr.
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <filesystem>
@@ -34,7 +35,7 @@ struct EvalArgs {
   std::string calibration_text;
   std::int64_t calibration_tokens = 512;
   double dampening = 0.01;
-  std::string calibration = "sequential";
+  std::string calibration = "one-pass";
   std::int64_t tokens = 4096;
   std::int64_t context = 512;
   std::int64_t stride = 256;
@@ -51,6 +52,24 @@ std::string read_text(std::string const& path) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// The tokenizer of a model: `tokenizer_gguf` when given, else the model's own (its GGUF
+// metadata, or a Hugging Face directory's tokenizer.json). `who` names the command in errors.
+runtime::TokenizerData model_tokenizer(std::string const& model, io::GgufFile const* model_file,
+                                       std::string const& tokenizer_gguf, char const* who, char const* other_remedy = "") {
+  if (!tokenizer_gguf.empty()) return runtime::gguf_tokenizer_data(io::GgufFile::open(tokenizer_gguf));
+  if (model_file) return runtime::gguf_tokenizer_data(*model_file);
+  if (std::filesystem::exists(std::filesystem::path(model) / "tokenizer.json")) return runtime::load_hf_tokenizer(model);
+  fail(ErrorKind::kUsage, "{}: {} has no tokenizer.json: give --tokenizer FILE.gguf of the same model{}", who, model,
+       other_remedy);
+}
+
+DType gpu_compute_dtype(std::string const& dtype, char const* who) {
+  if (dtype == "bf16") return DType::kBF16;
+  if (dtype == "fp8") return DType::kF8E4M3;
+  if (dtype == "int8") return DType::kI8;
+  fail(ErrorKind::kUsage, "{}: unknown dtype '{}' (bf16, fp8, int8)", who, dtype);
 }
 
 }  // namespace
@@ -74,9 +93,9 @@ Command register_eval(CLI::App& app) {
   ppl->add_option("--calibration-tokens", args->calibration_tokens, "Calibration tokens (windows of --ctx)")
       ->check(CLI::Range(1, 100000000));
   ppl->add_option("--calibration", args->calibration,
-                  "sequential (default: layer by layer and input site by site, each calibrated on the model as "
-                  "pruned so far, as the SparseGPT and Wanda papers do) or one-pass (every site from one pass of the "
-                  "dense model)")
+                  "one-pass (default: every site's statistics from one pass of the dense model) or sequential (layer "
+                  "by layer and input site by site, each calibrated on the model as pruned so far, as the SparseGPT "
+                  "and Wanda papers do; ~1.5x the time, no better on SmolLM2-135M: docs/ACCURACY.md)")
       ->check(CLI::IsMember({"sequential", "one-pass"}));
   ppl->add_option("--dampening", args->dampening,
                   "sparsegpt: added to the Gram matrix's diagonal, relative to its mean (default 0.01)")
@@ -107,10 +126,7 @@ Command register_eval(CLI::App& app) {
     if (args->slide && args->pattern == "dense") fail(ErrorKind::kUsage, "eval ppl: --slide needs --pattern");
     bool const gpu = args->device == "gpu";
     if (!gpu && args->device != "cpu") fail(ErrorKind::kUsage, "eval ppl: --device must be cpu or gpu, not '{}'", args->device);
-    DType gpu_dtype = DType::kBF16;
-    if (args->dtype == "fp8") gpu_dtype = DType::kF8E4M3;
-    else if (args->dtype == "int8") gpu_dtype = DType::kI8;
-    else if (args->dtype != "bf16") fail(ErrorKind::kUsage, "eval ppl: unknown dtype '{}' (bf16, fp8, int8)", args->dtype);
+    DType const gpu_dtype = gpu_compute_dtype(args->dtype, "eval ppl");
     if (!gpu && args->dtype != "bf16") fail(ErrorKind::kUsage, "eval ppl: --dtype applies to --device gpu");
     if (calibrated && args->calibration_text.empty()) {
       fail(ErrorKind::kUsage, "eval ppl: --prune {} needs --calibration-text (e.g. the validation split)", args->prune);
@@ -235,20 +251,10 @@ Command register_calibrate(CLI::App& app) {
         ids.push_back(v);
       }
     } else {
-      // The tokenizer: --tokenizer FILE.gguf, else the model's own (GGUF metadata, or a Hugging
-      // Face directory's tokenizer.json).
-      std::optional<runtime::TokenizerData> data;
-      if (!args->tokenizer.empty()) {
-        data = runtime::gguf_tokenizer_data(io::GgufFile::open(args->tokenizer));
-      } else if (model_file) {
-        data = runtime::gguf_tokenizer_data(*model_file);
-      } else if (std::filesystem::exists(std::filesystem::path(args->model) / "tokenizer.json")) {
-        data = runtime::load_hf_tokenizer(args->model);
-      } else {
-        fail(ErrorKind::kUsage, "calibrate: {} has no tokenizer.json: give --token-ids FILE, or --tokenizer FILE.gguf of "
-             "the same model", args->model);
-      }
-      runtime::BpeTokenizer const tokenizer(std::move(*data));
+      runtime::TokenizerData data =
+          model_tokenizer(args->model, model_file ? &*model_file : nullptr, args->tokenizer, "calibrate",
+                          " (or --token-ids FILE)");
+      runtime::BpeTokenizer const tokenizer(std::move(data));
       ids = tokenizer.encode(read_text(args->text), {.add_special = false, .missing_byte = runtime::MissingByte::kSkip});
     }
     if (static_cast<std::int64_t>(ids.size()) > args->tokens) ids.resize(static_cast<std::size_t>(args->tokens));
@@ -270,45 +276,96 @@ Command register_calibrate(CLI::App& app) {
 
 Command register_generate(CLI::App& app) {
   struct GenerateArgs {
-    std::string model, prompt, pattern = "dense", json;
+    std::string model, prompt, tokenizer, pattern = "dense", json, device = "cpu", dtype = "bf16";
     std::int64_t tokens = 32;
     bool compare = false, slide = false;
   };
   auto args = std::make_shared<GenerateArgs>();
-  auto* sub = app.add_subcommand("generate", "Greedy text generation with a GGUF llama model on the CPU reference "
-                                             "backend, dense or pruned (magnitude) to a pattern");
-  sub->add_option("--model", args->model, "A llama-architecture GGUF file (e.g. .deps/models/SmolLM2-135M-Instruct.Q4_1.gguf)")
+  auto* sub = app.add_subcommand("generate", "Greedy text generation with a Llama / Qwen2 model on the CPU reference backend "
+                                             "or the GPU, dense or pruned (magnitude) to a pattern");
+  sub->add_option("--model", args->model,
+                  "A llama-architecture GGUF file (e.g. .deps/models/SmolLM2-135M-Instruct.Q4_1.gguf) or a Hugging Face "
+                  "Llama / Qwen2 directory (with tokenizer.json, or give --tokenizer)")
       ->required();
+  sub->add_option("--tokenizer", args->tokenizer, "GGUF file whose tokenizer to use (default: the model's own)");
   sub->add_option("--prompt", args->prompt, "Prompt text (continued as is; no chat template)")->required();
   sub->add_option("--pattern", args->pattern, "dense, or prune the projections by magnitude to a pattern (6:8, ...)");
   sub->add_option("--tokens", args->tokens, "New tokens at most (stops early at the end-of-text token)")
       ->check(CLI::Range(1, 4096));
   sub->add_flag("--compare", args->compare, "With --pattern: also generate with the dense model, side by side");
   sub->add_flag("--slide", args->slide, "Run the pruned projections through the SlideSparse path (same tokens)");
+  sub->add_option("--device", args->device,
+                  "cpu (float32 reference) or gpu (the GPU decoder: BF16 activations, --dtype projections, decode "
+                  "steps as CUDA graphs)");
+  sub->add_option("--dtype", args->dtype, "Projections on the GPU: bf16, fp8 or int8 (W8A8)");
   sub->add_option("--json", args->json, "Write the prompt and the generations as JSON to this file");
   return [args, sub]() -> int {
     if (!sub->parsed()) return 2;
     if ((args->compare || args->slide) && args->pattern == "dense") {
       fail(ErrorKind::kUsage, "generate: --compare and --slide need --pattern");
     }
-    io::GgufFile const file = io::GgufFile::open(args->model);
-    runtime::BpeTokenizer const tokenizer(runtime::gguf_tokenizer_data(file));
-    runtime::ModelWeights const loaded = runtime::load_gguf_weights(file);
+    bool const gpu = args->device == "gpu";
+    if (!gpu && args->device != "cpu") fail(ErrorKind::kUsage, "generate: --device must be cpu or gpu, not '{}'", args->device);
+    DType const gpu_dtype = gpu_compute_dtype(args->dtype, "generate");
+    if (!gpu && args->dtype != "bf16") fail(ErrorKind::kUsage, "generate: --dtype applies to --device gpu");
+    bool const gguf = !std::filesystem::is_directory(args->model);
+    std::optional<io::GgufFile> model_file;
+    if (gguf) model_file.emplace(io::GgufFile::open(args->model));
+    runtime::BpeTokenizer const tokenizer(
+        model_tokenizer(args->model, model_file ? &*model_file : nullptr, args->tokenizer, "generate"));
+    runtime::ModelWeights const loaded = gguf ? runtime::load_gguf_weights(*model_file) : runtime::load_hf_weights(args->model);
     std::vector<int> const prompt =
         tokenizer.encode(args->prompt, {.add_special = false, .missing_byte = runtime::MissingByte::kSkip});
-    nlohmann::json result = {{"model", args->model}, {"prompt", args->prompt}, {"generations", nlohmann::json::array()}};
+    if (prompt.empty()) fail(ErrorKind::kUsage, "generate: the prompt encodes to no tokens");
+#ifdef SLIDESPARSE_HAVE_CUDA
+    if (gpu) {
+      if (std::string const problem = cuda::query_cuda_environment().problem; !problem.empty()) {
+        fail(ErrorKind::kUsage, "generate: no usable GPU: {}", problem);
+      }
+    }
+#else
+    (void)gpu_dtype;
+    if (gpu) fail(ErrorKind::kUsage, "generate: this binary was built without the CUDA layer");
+#endif
+    nlohmann::json result = {{"model", args->model}, {"prompt", args->prompt}, {"device", args->device},
+                             {"dtype", gpu ? args->dtype : "f32"}, {"generations", nlohmann::json::array()}};
     std::vector<std::string> variants;
     if (args->pattern == "dense" || args->compare) variants.push_back("dense");
     if (args->pattern != "dense") variants.push_back(args->pattern);
     for (std::string const& variant : variants) {
       runtime::ModelWeights weights = loaded;
+      std::optional<SparsityPattern> pattern;
       if (variant != "dense") {
-        runtime::prune_model(weights, SparsityPattern::parse(variant));
-        if (args->slide) weights.slide_projections(SparsityPattern::parse(variant));
+        pattern = SparsityPattern::parse(variant);
+        runtime::prune_model(weights, *pattern);
       }
-      runtime::CpuModel const model(std::move(weights));
       auto const start = std::chrono::steady_clock::now();
-      std::vector<int> const ids = runtime::greedy_generate(model, prompt, args->tokens, tokenizer.eos());
+      std::vector<int> ids;
+      if (gpu) {
+#ifdef SLIDESPARSE_HAVE_CUDA
+        // Prefill leaves the first new token as the slot's next token; each decode step appends
+        // the pending token and chooses the next: tokens(0) = prompt + new[0 .. G-2], then new[G-1].
+        runtime::GpuModelOptions options;
+        options.compute_dtype = gpu_dtype;
+        if (args->slide) options.pattern = pattern;
+        runtime::GpuModel model(weights, options);
+        auto const p = static_cast<std::int64_t>(prompt.size());
+        model.reserve(1, p + args->tokens, p);
+        std::vector<runtime::SequenceStep> const step = {{0, prompt}};
+        model.forward(step, false);
+        if (args->tokens > 1) model.decode_greedy(1, args->tokens - 1, true);
+        std::vector<int> const cache = model.tokens(0);
+        ids.assign(cache.begin() + p, cache.end());
+        ids.push_back(model.next_token(0));
+        if (auto const eos = tokenizer.eos()) {
+          if (auto const it = std::find(ids.begin(), ids.end(), *eos); it != ids.end()) ids.erase(it, ids.end());
+        }
+#endif
+      } else {
+        if (args->slide) weights.slide_projections(*pattern);
+        runtime::CpuModel const model(std::move(weights));
+        ids = runtime::greedy_generate(model, prompt, args->tokens, tokenizer.eos());
+      }
       double const seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       std::string const text = tokenizer.decode(ids);
       std::string const label = variant == "dense" ? "dense" : variant + " (magnitude" + (args->slide ? ", SlideSparse path)" : ")");

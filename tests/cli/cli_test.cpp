@@ -85,6 +85,39 @@ TEST(Cli, RunChecksItsArgumentsAndRunsOrSaysThereIsNoGpu) {
   expect_ran_or_no_gpu(r, "speedup vs dense: 6:8 B=2 P=9: prefill");
 }
 
+// A Hugging Face tokenizer.json of the 256 byte tokens of GPT-2's byte map and no merges: every
+// byte of a text is one token (id = the byte). Ids 256 .. vocab-1 are two-letter pieces ("Aa",
+// "Ab", ...) that encoding never produces but decoding turns into text, so that everything a
+// model of that vocabulary generates decodes.
+void write_byte_tokenizer_json(std::string const& path, int vocab_size = 256) {
+  nlohmann::json vocab = nlohmann::json::object();
+  // Byte map as in tokenizer.hpp: printable bytes map to themselves, the other 68 to U+0100...
+  int next = 0;
+  for (int b = 0; b < 256; ++b) {
+    bool const printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+    char32_t const cp = printable ? static_cast<char32_t>(b) : static_cast<char32_t>(0x100 + next++);
+    std::string text;
+    if (cp < 0x80) {
+      text += static_cast<char>(cp);
+    } else {
+      text += static_cast<char>(0xC0 | (cp >> 6));
+      text += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+    vocab[text] = b;
+  }
+  for (int id = 256; id < vocab_size; ++id) {
+    vocab[std::string{static_cast<char>('A' + (id - 256) / 26), static_cast<char>('a' + (id - 256) % 26)}] = id;
+  }
+  nlohmann::json const tokenizer = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
+                                    {"pre_tokenizer", {{"type", "ByteLevel"}, {"use_regex", true}}}};
+  std::ofstream(path) << tokenizer.dump();
+}
+
+nlohmann::json read_json(std::string const& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
 TEST(Cli, EvalOnTheGpuRunsOrSaysThereIsNoGpu) {
   // SmolLM2 (installed by setup): a few windows on the GPU decoder where one exists.
   // tests/cli/<this file> -> <source root>
@@ -112,6 +145,41 @@ TEST(Cli, GenerateNamesAMissingModelAndRefusesCompareWithoutAPattern) {
   Result const compare = run("generate --model /nonexistent/model.gguf --prompt hi --compare");
   EXPECT_EQ(compare.code, 2) << compare.output;
   EXPECT_NE(compare.output.find("--pattern"), std::string::npos) << compare.output;
+}
+
+TEST(Cli, GenerateRunsAHuggingFaceDirectoryWithItsTokenizer) {
+  test::TempDir dir;
+  std::string const d = dir.path().string();
+  ASSERT_EQ(run("synth " + d + "/m").code, 0);
+  // No tokenizer.json: the error names the remedy.
+  Result const none = run("generate --model " + d + "/m --prompt hello");
+  EXPECT_EQ(none.code, 2);
+  EXPECT_NE(none.output.find("no tokenizer.json: give --tokenizer"), std::string::npos) << none.output;
+  write_byte_tokenizer_json(d + "/m/tokenizer.json", 512);  // the synthetic model's vocabulary
+  Result const both = run("generate --model " + d + "/m --prompt 'Sparse weights' --tokens 6 --pattern 6:8 --compare --json " + d +
+                          "/both.json");
+  ASSERT_EQ(both.code, 0) << both.output;
+  EXPECT_NE(both.output.find("[dense] Sparse weights"), std::string::npos) << both.output;
+  EXPECT_NE(both.output.find("[6:8 (magnitude)] Sparse weights"), std::string::npos) << both.output;
+  nlohmann::json const j = read_json(d + "/both.json");
+  ASSERT_EQ(j["generations"].size(), 2u);
+  for (auto const& g : j["generations"]) {
+    // No end-of-text token in this vocabulary: exactly --tokens new tokens.
+    ASSERT_EQ(g["tokens"].size(), 6u) << g.dump();
+    for (int id : g["tokens"]) EXPECT_TRUE(id >= 0 && id < 512) << id;
+  }
+  // The SlideSparse path generates the very tokens of the dense path on the pruned weights.
+  Result const slid = run("generate --model " + d + "/m --prompt 'Sparse weights' --tokens 6 --pattern 6:8 --slide --json " + d +
+                          "/slid.json");
+  ASSERT_EQ(slid.code, 0) << slid.output;
+  EXPECT_EQ(read_json(d + "/slid.json")["generations"][0]["tokens"], j["generations"][1]["tokens"]);
+  // On the GPU where there is one (the same weights through the GPU decoder), else a clear refusal.
+  expect_ran_or_no_gpu(run("generate --model " + d + "/m --prompt 'Sparse weights' --tokens 6 --pattern 6:8 --slide "
+                           "--device gpu --dtype int8"),
+                       "[6:8 (magnitude, SlideSparse path)] Sparse weights");
+  Result const bad = run("generate --model " + d + "/m --prompt hi --dtype fp8");
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.output.find("--dtype applies to --device gpu"), std::string::npos) << bad.output;
 }
 
 TEST(Cli, DemoPasses) {
@@ -151,24 +219,7 @@ TEST(Cli, CalibrateFeedsConvertPruneImportance) {
   EXPECT_NE(no_tokenizer.output.find("no tokenizer.json"), std::string::npos) << no_tokenizer.output;
   {
     // With a tokenizer.json (the 256 byte tokens of GPT-2's byte map, no merges) text works.
-    nlohmann::json vocab = nlohmann::json::object();
-    // Byte map as in tokenizer.hpp: printable bytes map to themselves, the other 68 to U+0100...
-    int next = 0;
-    for (int b = 0; b < 256; ++b) {
-      bool const printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
-      char32_t const cp = printable ? static_cast<char32_t>(b) : static_cast<char32_t>(0x100 + next++);
-      std::string text;
-      if (cp < 0x80) {
-        text += static_cast<char>(cp);
-      } else {
-        text += static_cast<char>(0xC0 | (cp >> 6));
-        text += static_cast<char>(0x80 | (cp & 0x3F));
-      }
-      vocab[text] = b;
-    }
-    nlohmann::json const tokenizer = {{"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}},
-                                      {"pre_tokenizer", {{"type", "ByteLevel"}, {"use_regex", true}}}};
-    std::ofstream(d + "/dense/tokenizer.json") << tokenizer.dump();
+    write_byte_tokenizer_json(d + "/dense/tokenizer.json");
     std::ofstream(d + "/text.txt") << "Calibration text, tokenized byte by byte.";
     Result const with_text = run("calibrate --model " + d + "/dense --text " + d + "/text.txt --out " + d + "/t.safetensors");
     EXPECT_EQ(with_text.code, 0) << with_text.output;
