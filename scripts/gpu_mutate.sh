@@ -6,13 +6,9 @@
 #
 # Usage: [OUT=DIR] FILTER=GTEST-FILTER MUTATIONS="FILE|SED-EXPR;FILE|SED-EXPR" scripts/gpu_mutate.sh
 set -uo pipefail
-OUT="$(realpath -m "${OUT:-./out}")"
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-mkdir -p "$OUT/logs"
-logs="$OUT/logs"
+# shellcheck source=scripts/gpu_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_common.sh"
 trap 'tar -czf "$OUT/mutate-logs.tar.gz" -C "$OUT" logs' EXIT
-command -v nvcc >/dev/null || export PATH="/usr/local/cuda/bin:$PATH"
 [[ -d build-gpu ]] || { echo "build-gpu/ missing: run scripts/gpu_runtime.sh first"; exit 3; }
 survived=0
 i=0

@@ -18,16 +18,9 @@
 #        .xfer/wikitext-2; arguments may name .xfer/wikitext-2/valid.txt for calibration). DEADLINE: seconds after the start by which every
 #        evaluation must end (later ones are skipped), so the logs are packed in time.
 set -uo pipefail
-OUT="$(realpath -m "${OUT:-./out}")"
-started=$SECONDS
-left() { echo $(( ${DEADLINE:-100000} - (SECONDS - started) )); }
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-mkdir -p "$OUT/logs"
-logs="$OUT/logs"
+# shellcheck source=scripts/gpu_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_common.sh"
 trap 'tar -czf "$OUT/ppl-logs.tar.gz" -C "$OUT" logs' EXIT
-torch_site=/opt/torch/.venv/lib/python3.12/site-packages
-command -v nvcc >/dev/null || export PATH="/usr/local/cuda/bin:$PATH"
 
 model=.deps/models/SmolLM2-135M-Instruct.Q4_1.gguf
 sha256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  # as in scripts/setup.sh

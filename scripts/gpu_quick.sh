@@ -5,14 +5,8 @@
 #
 # Usage: [OUT=DIR] FILTER=GTEST-FILTER [RUN_ARGS="..."] [DEADLINE=S] scripts/gpu_quick.sh
 set -uo pipefail
-OUT="$(realpath -m "${OUT:-./out}")"
-started=$SECONDS
-left() { echo $(( ${DEADLINE:-100000} - (SECONDS - started) )); }
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-mkdir -p "$OUT"
-torch_site=/opt/torch/.venv/lib/python3.12/site-packages
-command -v nvcc >/dev/null || export PATH="/usr/local/cuda/bin:$PATH"
+# shellcheck source=scripts/gpu_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_common.sh"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSLIDESPARSE_CUSPARSELT_ROOT="$torch_site/nvidia/cusparselt" \
   -DSLIDESPARSE_CUDNN_ROOT="$torch_site/nvidia/cudnn" -DCMAKE_CUDA_ARCHITECTURES=90a-real > "$OUT/configure.log" 2>&1 \
   || { tail -20 "$OUT/configure.log"; exit 3; }

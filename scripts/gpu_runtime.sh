@@ -10,15 +10,8 @@
 #        deadline, later ones skipped), so that the logs are still packed when the device tool's
 #        per-call limit would otherwise kill the script.
 set -uo pipefail
-OUT="$(realpath -m "${OUT:-./out}")"
-started=$SECONDS
-left() { echo $(( ${DEADLINE:-100000} - (SECONDS - started) )); }
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$root"
-mkdir -p "$OUT/logs"
-logs="$OUT/logs"
-torch_site=/opt/torch/.venv/lib/python3.12/site-packages
-command -v nvcc >/dev/null || export PATH="/usr/local/cuda/bin:$PATH"
+# shellcheck source=scripts/gpu_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_common.sh"
 pack() { tar -czf "$OUT/runtime-logs.tar.gz" -C "$OUT" logs; }
 trap pack EXIT
 
