@@ -5,7 +5,7 @@
 OUT="$(realpath -m "${OUT:-./out}")"
 started=$SECONDS
 left() { echo $(( ${DEADLINE:-100000} - (SECONDS - started) )); }
-root="$(cd "$(dirname "${BASH_SOURCE[1]}")/.." && pwd)"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"  # this file lives in scripts/ too
 cd "$root" || exit 3
 logs="$OUT/logs"
 mkdir -p "$logs"

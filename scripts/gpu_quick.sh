@@ -7,11 +7,16 @@
 set -uo pipefail
 # shellcheck source=scripts/gpu_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/gpu_common.sh"
+: "${FILTER:?FILTER=GTEST-FILTER is required}"
+# A step needs time left: timeout 0 would disable the limit, a negative one fails to run.
+need() { (( $(left) > ${1:-5} )) || { echo "DEADLINE reached before: $2"; exit 4; }; }
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSLIDESPARSE_CUSPARSELT_ROOT="$torch_site/nvidia/cusparselt" \
   -DSLIDESPARSE_CUDNN_ROOT="$torch_site/nvidia/cudnn" -DCMAKE_CUDA_ARCHITECTURES=90a-real > "$OUT/configure.log" 2>&1 \
   || { tail -20 "$OUT/configure.log"; exit 3; }
+need 30 "build"
 timeout "$(left)" cmake --build build-gpu -j 16 --target gpu_tests > "$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log"; exit 1; }
 echo "gpu_tests built at $((SECONDS - started)) s"
+need 5 "gpu_tests"
 timeout "$(left)" build-gpu/tests/gpu_tests --gtest_filter="$FILTER" > "$OUT/gpu_tests.log" 2>&1
 echo "gpu_tests rc=$? at $((SECONDS - started)) s"; grep -E "OK \]|FAILED|info \]|Failure|PASSED" "$OUT/gpu_tests.log" | head -30
 if [[ -n "${RUN_ARGS:-}" ]] && (( $(left) > 60 )); then

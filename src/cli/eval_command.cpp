@@ -339,31 +339,43 @@ Command register_generate(CLI::App& app) {
         pattern = SparsityPattern::parse(variant);
         runtime::prune_model(weights, *pattern);
       }
-      auto const start = std::chrono::steady_clock::now();
       std::vector<int> ids;
+      std::chrono::steady_clock::time_point start;  // generation time, after the model is built
       if (gpu) {
 #ifdef SLIDESPARSE_HAVE_CUDA
         // Prefill leaves the first new token as the slot's next token; each decode step appends
-        // the pending token and chooses the next: tokens(0) = prompt + new[0 .. G-2], then new[G-1].
+        // the pending token and chooses the next: after s steps tokens(0) = prompt + new[0 .. s-1]
+        // and next_token(0) = new[s]. Decode runs in chunks (one graph capture each) so that an
+        // end-of-text token stops it early, as on the CPU.
         runtime::GpuModelOptions options;
         options.compute_dtype = gpu_dtype;
         if (args->slide) options.pattern = pattern;
         runtime::GpuModel model(weights, options);
         auto const p = static_cast<std::int64_t>(prompt.size());
         model.reserve(1, p + args->tokens, p);
+        start = std::chrono::steady_clock::now();
         std::vector<runtime::SequenceStep> const step = {{0, prompt}};
         model.forward(step, false);
-        if (args->tokens > 1) model.decode_greedy(1, args->tokens - 1, true);
-        std::vector<int> const cache = model.tokens(0);
-        ids.assign(cache.begin() + p, cache.end());
-        ids.push_back(model.next_token(0));
-        if (auto const eos = tokenizer.eos()) {
-          if (auto const it = std::find(ids.begin(), ids.end(), *eos); it != ids.end()) ids.erase(it, ids.end());
+        std::optional<int> const eos = tokenizer.eos();
+        constexpr std::int64_t kChunk = 32;
+        while (true) {
+          std::vector<int> const cache = model.tokens(0);
+          ids.assign(cache.begin() + p, cache.end());
+          ids.push_back(model.next_token(0));
+          auto const stop = eos ? std::find(ids.begin(), ids.end(), *eos) : ids.end();
+          if (stop != ids.end()) {
+            ids.erase(stop, ids.end());
+            break;
+          }
+          auto const made = static_cast<std::int64_t>(ids.size());
+          if (made >= args->tokens) break;
+          model.decode_greedy(1, std::min(kChunk, args->tokens - made), true);
         }
 #endif
       } else {
         if (args->slide) weights.slide_projections(*pattern);
         runtime::CpuModel const model(std::move(weights));
+        start = std::chrono::steady_clock::now();
         ids = runtime::greedy_generate(model, prompt, args->tokens, tokenizer.eos());
       }
       double const seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

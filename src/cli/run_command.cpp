@@ -70,7 +70,8 @@ Command register_run(CLI::App& app) {
   sub->add_flag("--no-graph", args->no_graph, "Decode without CUDA graphs");
   sub->add_flag("--dense-fallback", args->dense_fallback,
                 "SlideSparse projections also keep a dense copy of the pruned weight and run, per M bucket, the "
-                "fastest of the sparse backends and dense (never slower than dense; costs the dense weights' memory)");
+                "fastest of the sparse backends and dense (never slower than dense; costs the dense weights' memory, and "
+                "with --backend auto a second sparse copy: CUTLASS and cuSPARSELt)");
   sub->add_option("--seed", args->seed, "Seed of the preset weights and of the prompts");
   sub->add_option("--json", args->json, "Write the result as JSON to this file");
   sub->add_option("--tuning-cache", args->tuning_cache,

@@ -291,6 +291,13 @@ TEST(Perplexity, SequentialPruningEqualsCalibratingThePrunedModelSiteBySite) {
       }
     }
   }
+  // One window shorter than the context (the caches are sized by the tokens, not the context).
+  ModelWeights short_run = w;
+  prune_model_sequential(short_run, p, SequentialCriterion::kImportance, std::span(t).first(11), 64);
+  ModelWeights const short_expect =
+      sequential_by_alternation(w, p, SequentialCriterion::kImportance, std::span(t).first(11), 64, 0.01);
+  EXPECT_EQ(short_run.layers[1].down.weight(), short_expect.layers[1].down.weight());
+  EXPECT_EQ(short_run.layers[1].q.weight(), short_expect.layers[1].q.weight());
   ModelWeights copy = w;
   std::vector<int> bad = t;
   bad[20] = static_cast<int>(w.config.vocab);
