@@ -264,4 +264,11 @@ Command register_info(CLI::App& app) {
   };
 }
 
+DType model_compute_dtype(std::string const& name, char const* who) {
+  if (name == "fp8") return DType::kF8E4M3;
+  if (name == "int8") return DType::kI8;
+  if (name == "bf16") return DType::kBF16;
+  fail(ErrorKind::kUsage, "{}: unknown dtype '{}' (fp8, int8, bf16)", who, name);
+}
+
 }  // namespace slidesparse::cli

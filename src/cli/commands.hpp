@@ -4,8 +4,11 @@
 #pragma once
 
 #include <functional>
+#include <string>
 
 #include <CLI/CLI.hpp>
+
+#include "slidesparse/core/dtype.hpp"
 
 namespace slidesparse::cli {
 
@@ -23,5 +26,9 @@ Command register_eval(CLI::App& app);
 Command register_generate(CLI::App& app);
 Command register_run(CLI::App& app);
 Command register_calibrate(CLI::App& app);
+
+/// The projections' dtype of the model commands (run, eval ppl --device gpu, generate --device
+/// gpu): fp8 (W8A8 E4M3), int8 (W8A8) or bf16; Error(kUsage) naming `who` otherwise.
+DType model_compute_dtype(std::string const& name, char const* who);
 
 }  // namespace slidesparse::cli

@@ -65,13 +65,6 @@ runtime::TokenizerData model_tokenizer(std::string const& model, io::GgufFile co
        other_remedy);
 }
 
-DType gpu_compute_dtype(std::string const& dtype, char const* who) {
-  if (dtype == "bf16") return DType::kBF16;
-  if (dtype == "fp8") return DType::kF8E4M3;
-  if (dtype == "int8") return DType::kI8;
-  fail(ErrorKind::kUsage, "{}: unknown dtype '{}' (bf16, fp8, int8)", who, dtype);
-}
-
 }  // namespace
 
 Command register_eval(CLI::App& app) {
@@ -126,11 +119,12 @@ Command register_eval(CLI::App& app) {
     if (args->slide && args->pattern == "dense") fail(ErrorKind::kUsage, "eval ppl: --slide needs --pattern");
     bool const gpu = args->device == "gpu";
     if (!gpu && args->device != "cpu") fail(ErrorKind::kUsage, "eval ppl: --device must be cpu or gpu, not '{}'", args->device);
-    DType const gpu_dtype = gpu_compute_dtype(args->dtype, "eval ppl");
+    DType const gpu_dtype = model_compute_dtype(args->dtype, "eval ppl");
     if (!gpu && args->dtype != "bf16") fail(ErrorKind::kUsage, "eval ppl: --dtype applies to --device gpu");
     if (calibrated && args->calibration_text.empty()) {
       fail(ErrorKind::kUsage, "eval ppl: --prune {} needs --calibration-text (e.g. the validation split)", args->prune);
     }
+    bool const tty = ::isatty(STDERR_FILENO) != 0;
     if (args->pattern != "dense") {
       SparsityPattern const pattern = SparsityPattern::parse(args->pattern);
       if (calibrated) {
@@ -139,7 +133,6 @@ Command register_eval(CLI::App& app) {
           calib.resize(static_cast<std::size_t>(args->calibration_tokens));
         }
         if (args->calibration == "sequential") {
-          bool const tty = ::isatty(STDERR_FILENO) != 0;
           runtime::prune_model_sequential(
               weights, pattern, second_order ? runtime::SequentialCriterion::kSecondOrder : runtime::SequentialCriterion::kImportance,
               calib, args->context, args->dampening, [&](std::int64_t done, std::int64_t total) {
@@ -162,7 +155,6 @@ Command register_eval(CLI::App& app) {
     }
     std::vector<int> ids = tokenizer.encode(read_text(args->text), encode);
     if (static_cast<std::int64_t>(ids.size()) > args->tokens) ids.resize(static_cast<std::size_t>(args->tokens));
-    bool const tty = ::isatty(STDERR_FILENO) != 0;
     auto const progress = [&](std::int64_t done, std::int64_t total) {
       if (tty) fmt::print(stderr, "\reval ppl: window {}/{}", done, total);
     };
@@ -306,7 +298,7 @@ Command register_generate(CLI::App& app) {
     }
     bool const gpu = args->device == "gpu";
     if (!gpu && args->device != "cpu") fail(ErrorKind::kUsage, "generate: --device must be cpu or gpu, not '{}'", args->device);
-    DType const gpu_dtype = gpu_compute_dtype(args->dtype, "generate");
+    DType const gpu_dtype = model_compute_dtype(args->dtype, "generate");
     if (!gpu && args->dtype != "bf16") fail(ErrorKind::kUsage, "generate: --dtype applies to --device gpu");
     bool const gguf = !std::filesystem::is_directory(args->model);
     std::optional<io::GgufFile> model_file;

@@ -78,11 +78,7 @@ Command register_run(CLI::App& app) {
                   "Tuning cache file (default $SLIDESPARSE_TUNING_CACHE or ~/.cache/slidesparse/tuning.json; "
                   "'none': tune in memory only)");
   return [args]() -> int {
-    DType dtype{};
-    if (args->dtype == "fp8") dtype = DType::kF8E4M3;
-    else if (args->dtype == "int8") dtype = DType::kI8;
-    else if (args->dtype == "bf16") dtype = DType::kBF16;
-    else fail(ErrorKind::kUsage, "run: unknown dtype '{}' (fp8, int8, bf16)", args->dtype);
+    DType const dtype = model_compute_dtype(args->dtype, "run");
     std::vector<std::optional<SparsityPattern>> patterns;
     for (std::string const& p : args->patterns) {
       patterns.push_back(p == "dense" ? std::nullopt : std::optional(SparsityPattern::parse(p)));

@@ -151,10 +151,10 @@ GpuModel::Plan HostPlan::on_device(int* base, std::array<std::size_t, kPlanArray
   return p;
 }
 
-// Converts and concatenates the rows of `parts` (same K) into one projection: a cuda::Linear, or
-// (`dispatch`: a SlideSparse projection with options.dense_fallback) a DispatchLinear whose
-// sparse candidates follow options.backend (auto: CUTLASS and cuSPARSELt, each a weight copy)
-// plus the dense one.
+// Converts and concatenates the rows of `parts` (same K) into one projection: a cuda::Linear, or,
+// for a SlideSparse projection with options.dense_fallback, a DispatchLinear whose sparse
+// candidates follow options.backend (auto: CUTLASS and cuSPARSELt, each a weight copy) plus the
+// dense one.
 std::unique_ptr<Projection> make_projection(std::string const& name, std::initializer_list<CpuLinear const*> parts,
                                             GpuModelOptions const& options, bool dense_bf16, cudaStream_t stream,
                                             io::TuningCache* tuning, std::shared_ptr<cuda::LinearScratch> const& scratch) {

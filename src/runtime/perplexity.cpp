@@ -96,6 +96,19 @@ MatrixView prunable_weight(CpuLinear& lin, std::size_t layer, char const* who) {
   return {DType::kF32, lin.n(), lin.k(), reinterpret_cast<std::byte*>(lin.weight().data()), "linear"};
 }
 
+// Prunes the projections reading one input site of layer `layer`: by second order against the
+// site's Gram matrix when given (one factorization shared by them), else by the Wanda score with
+// the site's input norms (magnitude when `norms` is empty).
+void prune_site(std::vector<CpuLinear*> const& projections, std::size_t layer, SparsityPattern pattern,
+                std::vector<double> const* gram, std::span<float const> norms, double dampening, char const* who) {
+  if (gram) {
+    ObsFactor const factor(*gram, projections.front()->k(), dampening);
+    for (CpuLinear* lin : projections) obs_prune_in_place(prunable_weight(*lin, layer, who), pattern, factor);
+    return;
+  }
+  for (CpuLinear* lin : projections) prune_in_place(prunable_weight(*lin, layer, who), pattern, norms);
+}
+
 }  // namespace
 
 void prune_model(ModelWeights& weights, SparsityPattern pattern, ActivationStats const* importance) {
@@ -106,14 +119,8 @@ void prune_model(ModelWeights& weights, SparsityPattern pattern, ActivationStats
   for (std::size_t l = 0; l < weights.layers.size(); ++l) {
     auto const by_site = projections_by_site(weights.layers[l]);
     for (std::size_t site = 0; site < by_site.size(); ++site) {
-      for (CpuLinear* lin : by_site[site]) {
-        MatrixView const view = prunable_weight(*lin, l, "prune_model");
-        if (importance) {
-          prune_in_place(view, pattern, importance->norms(l, site));
-        } else {
-          prune_in_place(view, pattern);
-        }
-      }
+      std::vector<float> const norms = importance ? importance->norms(l, site) : std::vector<float>();
+      prune_site(by_site[site], l, pattern, nullptr, norms, 0.0, "prune_model");
     }
   }
 }
@@ -127,11 +134,7 @@ void prune_model_second_order(ModelWeights& weights, SparsityPattern pattern, Ac
   for (std::size_t l = 0; l < weights.layers.size(); ++l) {
     auto const by_site = projections_by_site(weights.layers[l]);
     for (std::size_t site = 0; site < by_site.size(); ++site) {
-      // One factorization per input site, shared by the projections that read it.
-      ObsFactor const factor(stats.gram[l][site], by_site[site].front()->k(), dampening);
-      for (CpuLinear* lin : by_site[site]) {
-        obs_prune_in_place(prunable_weight(*lin, l, "prune_model_second_order"), pattern, factor);
-      }
+      prune_site(by_site[site], l, pattern, &stats.gram[l][site], {}, dampening, "prune_model_second_order");
     }
   }
 }
@@ -182,11 +185,9 @@ void prune_model_sequential(ModelWeights& weights, SparsityPattern pattern, Sequ
       if (stats.collect_gram) stats.gram.resize(1);
       each_window(layer, static_cast<int>(site), &stats);
       if (stats.collect_gram) {
-        ObsFactor const factor(stats.gram[0][site], by_site[site].front()->k(), dampening);
-        for (CpuLinear* lin : by_site[site]) obs_prune_in_place(prunable_weight(*lin, l, "prune_model_sequential"), pattern, factor);
+        prune_site(by_site[site], l, pattern, &stats.gram[0][site], {}, dampening, "prune_model_sequential");
       } else {
-        std::vector<float> const norms = stats.norms(0, site);
-        for (CpuLinear* lin : by_site[site]) prune_in_place(prunable_weight(*lin, l, "prune_model_sequential"), pattern, norms);
+        prune_site(by_site[site], l, pattern, nullptr, stats.norms(0, site), dampening, "prune_model_sequential");
       }
     }
     each_window(layer, -1, nullptr);
