@@ -71,7 +71,9 @@ Command register_run(CLI::App& app) {
   sub->add_flag("--dense-fallback", args->dense_fallback,
                 "SlideSparse projections also keep a dense copy of the pruned weight and run, per M bucket, the "
                 "fastest of the sparse backends and dense (never slower than dense; costs the dense weights' memory, and "
-                "with --backend auto a second sparse copy: CUTLASS and cuSPARSELt)");
+                "with --backend auto a second sparse copy: CUTLASS and cuSPARSELt); dense W8A8 models (--compare dense "
+                "included) choose per M bucket among their dense backends (CUTLASS, cuBLASLt with fused or separate "
+                "scales), so that the comparison is against the best dense");
   sub->add_option("--seed", args->seed, "Seed of the preset weights and of the prompts");
   sub->add_option("--json", args->json, "Write the result as JSON to this file");
   sub->add_option("--tuning-cache", args->tuning_cache,

@@ -1,10 +1,12 @@
 #include "slidesparse/cuda/dispatch_linear.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <limits>
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "gemm_tuning.hpp"
@@ -14,14 +16,10 @@
 #include "slidesparse/io/tuning_cache.hpp"
 
 namespace slidesparse::cuda {
-namespace {
-
-}  // namespace
-
 DispatchLinear::DispatchLinear(DispatchConfig const& config, LinearWeights const& weights, cudaStream_t stream,
                                io::TuningCache* tuning, std::string name, std::shared_ptr<LinearScratch> scratch)
     : config_(config), name_(std::move(name)), n_(weights.weight.rows), k_(weights.weight.cols), tuning_(tuning) {
-  if (!config.layer.pattern) fail(ErrorKind::kUsage, "{}: a dispatching layer needs a sparsity pattern", name_);
+  bool const sparse = config.layer.pattern.has_value();
   if (!scratch) scratch = std::make_shared<LinearScratch>();
   auto add = [&](std::string candidate, std::optional<SparsityPattern> pattern, GemmBackend backend) {
     LinearConfig c = config.layer;
@@ -34,17 +32,29 @@ DispatchLinear::DispatchLinear(DispatchConfig const& config, LinearWeights const
   dense_layer.pattern = std::nullopt;
   std::string const sparse_cutlass_why = Linear::cutlass_unsupported(config.layer, n_, k_);
   bool const dense_cutlass = Linear::cutlass_unsupported(dense_layer, n_, k_).empty();
-  if (config.cutlass && sparse_cutlass_why.empty()) add("cutlass", config.layer.pattern, GemmBackend::kCutlass);
-  if (config.cusparselt) add("cusparselt", config.layer.pattern, GemmBackend::kLibrary);
-  if (candidates_.empty()) {
+  if (sparse && config.cutlass && sparse_cutlass_why.empty()) {
+    add("cutlass", config.layer.pattern, GemmBackend::kCutlass);
+  }
+  if (sparse && config.cusparselt) add("cusparselt", config.layer.pattern, GemmBackend::kLibrary);
+  if (sparse && candidates_.empty()) {
     fail(ErrorKind::kUsage, "{}: no sparse candidate can run this layer (CUTLASS: {}; cuSPARSELt disabled)", name_,
          config.cutlass ? sparse_cutlass_why : "disabled");
   }
-  if (config.dense_fallback && config.dense_both_backends) {
+  if (config.dense_fallback || !sparse) {
+    // No dense form is fastest at every M: on an H200 (Qwen2.5-7B FP8 layers) cuBLASLt with its
+    // own scale epilogue beat cuBLASLt with the scales fused by up to 10 % at M = 1..16, and
+    // CUTLASS won prefill. All of them run on the one dense copy the first owns.
+    std::string const prefix = dense_cutlass ? "dense-cublaslt" : "dense";
     if (dense_cutlass) add("dense-cutlass", std::nullopt, GemmBackend::kCutlass);
-    add("dense-cublaslt", std::nullopt, GemmBackend::kLibrary);
-  } else if (config.dense_fallback) {
-    add("dense", std::nullopt, GemmBackend::kAuto);
+    else add(prefix, std::nullopt, GemmBackend::kLibrary);
+    Linear const& owner = *candidates_.back().layer;
+    LinearConfig c = dense_layer;
+    c.backend = GemmBackend::kLibrary;
+    if (dense_cutlass) candidates_.push_back({prefix, std::make_unique<Linear>(c, owner, tuning, name_, scratch)});
+    if (candidates_.back().layer->dense_scales_fused()) {
+      c.fuse_dense_scales = false;
+      candidates_.push_back({prefix + "-unfused", std::make_unique<Linear>(c, owner, tuning, name_, scratch)});
+    }
   }
 }
 
@@ -63,9 +73,14 @@ std::vector<std::string> DispatchLinear::candidates() const {
   return out;
 }
 
+std::int64_t DispatchLinear::m_bucket(std::int64_t m) {
+  if (m <= 0) fail(ErrorKind::kUsage, "DispatchLinear: M = {} must be positive", m);
+  return m <= 32 ? static_cast<std::int64_t>(std::bit_ceil(static_cast<std::uint64_t>(m))) : Linear::m_bucket(m);
+}
+
 DispatchLinear::Choice const* DispatchLinear::find_choice(std::int64_t m) const noexcept {
   if (m <= 0) return nullptr;
-  auto const it = choices_.find(Linear::m_bucket(m));
+  auto const it = choices_.find(m_bucket(m));
   return it == choices_.end() ? nullptr : &it->second;
 }
 
@@ -77,6 +92,11 @@ bool DispatchLinear::is_prepared(std::int64_t m) const noexcept {
 std::string DispatchLinear::choice(std::int64_t m) const {
   Choice const* c = find_choice(m);
   return c ? c->name : std::string();
+}
+
+std::string DispatchLinear::description(std::int64_t m) const {
+  Choice const* c = find_choice(m);
+  return c ? c->name + ": " + c->layer->gemm_description(m) : std::string();
 }
 
 bool DispatchLinear::chosen_from_cache(std::int64_t m) const noexcept {
@@ -102,8 +122,15 @@ LinearMemory DispatchLinear::memory_of(std::string const& candidate) const {
   return c->layer->memory();
 }
 
+void DispatchLinear::force(std::int64_t m, std::string const& candidate, cudaStream_t stream) {
+  Candidate const* c = find(candidate);
+  if (!c) fail(ErrorKind::kUsage, "{}: no candidate '{}' (it has {})", name_, candidate, fmt::join(candidates(), ", "));
+  c->layer->prepare(m, stream);
+  choices_[m_bucket(m)] = {c->layer.get(), c->name, false};
+}
+
 void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
-  std::int64_t const bucket = Linear::m_bucket(m);
+  std::int64_t const bucket = m_bucket(m);
   if (auto const it = choices_.find(bucket); it != choices_.end()) {
     it->second.layer->prepare(m, stream);
     return;
@@ -112,7 +139,8 @@ void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
   std::string names;
   for (auto const& c : candidates_) names += (names.empty() ? "" : "+") + c.name;
   std::string const key =
-      tuning_ ? detail::gemm_tuning_key("dispatch:" + names + ":" + config_.layer.pattern->to_string(),
+      tuning_ ? detail::gemm_tuning_key("dispatch:" + names + ":" +
+                                            (config_.layer.pattern ? config_.layer.pattern->to_string() : "dense"),
                                         first.backend_version(), config_.layer.compute_dtype,
                                         config_.layer.activation_dtype, n_, k_, bucket)
               : "";
@@ -133,16 +161,23 @@ void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
   cudaEvent_t start = nullptr, stop = nullptr;
   SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&start));
   SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&stop));
-  // Candidates timed round-robin (clock and temperature drift then hit all of them alike),
-  // 9 rounds after a warm-up round; the median decides.
-  constexpr int kRounds = 9;
-  for (auto const& c : candidates_) {
-    c.layer->prepare(bucket, stream);
-    c.layer->forward(x.get(), y.get(), bucket, stream);  // warm-up
-  }
+  // Candidates timed round-robin (clock and temperature drift then hit all of them alike; each
+  // round starts one candidate later, so no candidate always follows the same one) after a
+  // warm-up round; the median decides. At least 9 rounds; small layers (decode-sized M,
+  // tens of µs with a spread of 15-25 % between calls on an H200) get more, up to 63, so that the
+  // timed rounds take about 20 ms: a 2 % difference must not be decided by noise.
+  for (auto const& c : candidates_) c.layer->prepare(bucket, stream);
+  SLIDESPARSE_CUDA_CHECK(cudaEventRecord(start, stream));
+  for (auto const& c : candidates_) c.layer->forward(x.get(), y.get(), bucket, stream);  // warm-up
+  SLIDESPARSE_CUDA_CHECK(cudaEventRecord(stop, stream));
+  SLIDESPARSE_CUDA_CHECK(cudaEventSynchronize(stop));
+  float warm_ms = 0;
+  SLIDESPARSE_CUDA_CHECK(cudaEventElapsedTime(&warm_ms, start, stop));
+  int const rounds = std::clamp(static_cast<int>(20.0f / std::max(warm_ms, 1e-3f)) | 1, 9, 63);
   std::vector<std::vector<float>> ms(candidates_.size());
-  for (int round = 0; round < kRounds; ++round) {
-    for (std::size_t i = 0; i < candidates_.size(); ++i) {
+  for (int round = 0; round < rounds; ++round) {
+    for (std::size_t j = 0; j < candidates_.size(); ++j) {
+      std::size_t const i = (j + static_cast<std::size_t>(round)) % candidates_.size();  // rotated
       flusher.flush(stream);
       SLIDESPARSE_CUDA_CHECK(cudaEventRecord(start, stream));
       candidates_[i].layer->forward(x.get(), y.get(), bucket, stream);
@@ -158,7 +193,7 @@ void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
   float best_ms = std::numeric_limits<float>::infinity();
   for (std::size_t i = 0; i < candidates_.size(); ++i) {
     std::sort(ms[i].begin(), ms[i].end());
-    float const median = ms[i][kRounds / 2];
+    float const median = ms[i][static_cast<std::size_t>(rounds / 2)];
     times[candidates_[i].name] = median;
     if (median < best_ms) {  // strict: ties keep the earlier (preferred) candidate
       best_ms = median;

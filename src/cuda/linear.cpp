@@ -103,7 +103,7 @@ Linear::Linear(LinearConfig const& config, LinearWeights const& weights, cudaStr
       on_cutlass_(use_cutlass(config, weights.weight.rows, weights.weight.cols, name_)),
       // CUTLASS writes y itself (N % 8 == 0 is required): no padded rows.
       n_padded_(on_cutlass_ ? weights.weight.rows : round_up(weights.weight.rows, config.pattern ? 32 : 8)),
-      device_(std::make_unique<Device>()),
+      device_(std::make_shared<Device>()),
       scratch_(scratch ? std::move(scratch) : std::make_shared<LinearScratch>()) {
   DType const c = config.compute_dtype;
   bool const w8a8 = c == DType::kI8 || c == DType::kF8E4M3;
@@ -170,6 +170,46 @@ Linear::Linear(LinearConfig const& config, LinearWeights const& weights, cudaStr
   }
 }
 
+Linear::Linear(LinearConfig const& config, Linear const& weight_owner, io::TuningCache* tuning, std::string name,
+               std::shared_ptr<LinearScratch> scratch)
+    : config_(config),
+      name_(std::move(name)),
+      layout_(weight_owner.layout_),
+      n_(weight_owner.n_),
+      on_cutlass_(use_cutlass(config, weight_owner.n_, weight_owner.layout_.k(), name_)),
+      n_padded_(on_cutlass_ ? n_ : round_up(n_, 8)),
+      acc_dtype_(weight_owner.acc_dtype_),
+      shares_weight_(true),
+      device_(weight_owner.device_),
+      scratch_(scratch ? std::move(scratch) : std::make_shared<LinearScratch>()) {
+  LinearConfig const& o = weight_owner.config_;
+  if (config.pattern || o.pattern || weight_owner.shares_weight_ || !device_->weight.get()) {
+    fail(ErrorKind::kUsage, "{}: only a dense layer can share the weight of a dense layer that owns it ('{}')", name_,
+         weight_owner.name_);
+  }
+  if (config.compute_dtype != o.compute_dtype || config.activation_dtype != o.activation_dtype ||
+      config.k_alignment != o.k_alignment) {
+    fail(ErrorKind::kUsage, "{}: shares the weight of '{}' but computes {} x {} with K alignment {} (the owner: {} x {}, {})",
+         name_, weight_owner.name_, dtype_name(config.compute_dtype), dtype_name(config.activation_dtype),
+         config.k_alignment, dtype_name(o.compute_dtype), dtype_name(o.activation_dtype), o.k_alignment);
+  }
+  if (n_padded_ != weight_owner.n_padded_) {
+    fail(ErrorKind::kUsage, "{}: its backend pads N = {} to {} rows, the weight of '{}' has {}", name_, n_, n_padded_,
+         weight_owner.name_, weight_owner.n_padded_);
+  }
+  Device const& d = *device_;
+  DType const c = config.compute_dtype;
+  std::int64_t const kl = layout_.k_lifted();
+  if (on_cutlass_) {
+    cutlass_ = std::make_unique<CutlassGemm>(d.weight.get(), c, false, n_, kl, nullptr, tuning, config.fast_accumulation);
+  } else {
+    fused_dense_ = c == DType::kF8E4M3 && config.fuse_dense_scales && !d.bias.get() && n_padded_ == n_;
+    dense_ = std::make_unique<CublasltGemm>(d.weight.get(), c, fused_dense_ ? config.activation_dtype : acc_dtype_,
+                                            n_padded_, kl, tuning, fused_dense_);
+    tuning_ = tuning;
+  }
+}
+
 Linear::~Linear() = default;
 
 std::string const& Linear::backend_version() const noexcept {
@@ -199,6 +239,7 @@ LinearMemory Linear::memory() const noexcept {
     mem.gemm = dense_->device_bytes();
   }
   mem.vectors = d.weight_scale.size() + d.bias.size();
+  if (shares_weight_) mem.weight = mem.vectors = 0;  // counted by the owner
   mem.scratch = scratch_->bytes();
   return mem;
 }

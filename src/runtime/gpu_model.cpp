@@ -37,7 +37,7 @@ class Projection {
   /// The GEMM configuration for M (single), or which candidate the dispatch chose for M's bucket.
   std::string gemm_description(std::int64_t m) const {
     if (single_) return single_->gemm_description(m);
-    std::string const chosen = dispatch_->choice(m);
+    std::string const chosen = dispatch_->description(m);
     return "dispatch -> " + (chosen.empty() ? std::string("(not prepared)") : chosen);
   }
 
@@ -152,9 +152,11 @@ GpuModel::Plan HostPlan::on_device(int* base, std::array<std::size_t, kPlanArray
 }
 
 // Converts and concatenates the rows of `parts` (same K) into one projection: a cuda::Linear, or,
-// for a SlideSparse projection with options.dense_fallback, a DispatchLinear whose sparse
+// with options.dense_fallback, a DispatchLinear: for a SlideSparse projection its sparse
 // candidates follow options.backend (auto: CUTLASS and cuSPARSELt, each a weight copy) plus the
-// dense one.
+// dense forms on one dense copy; for a dense W8A8 projection (backend auto) the dense forms
+// alone (dense CUTLASS, cuBLASLt with fused / separate scales: one copy), so that a dense model
+// built with the same option is the strongest dense baseline.
 std::unique_ptr<Projection> make_projection(std::string const& name, std::initializer_list<CpuLinear const*> parts,
                                             GpuModelOptions const& options, bool dense_bf16, cudaStream_t stream,
                                             io::TuningCache* tuning, std::shared_ptr<cuda::LinearScratch> const& scratch) {
@@ -201,7 +203,9 @@ std::unique_ptr<Projection> make_projection(std::string const& name, std::initia
     row += p->n();
   }
   cuda::LinearWeights const lw{ConstMatrixView{dtype, n, k, codes.data(), name}, scales, bias};
-  if (options.dense_fallback && config.pattern) {
+  bool const w8a8 = dtype == DType::kF8E4M3 || dtype == DType::kI8;
+  bool const dense_choice = !config.pattern && w8a8 && options.backend == cuda::GemmBackend::kAuto;
+  if (options.dense_fallback && (config.pattern || dense_choice)) {
     cuda::DispatchConfig dispatch;
     dispatch.layer = config;
     dispatch.cutlass = options.backend != cuda::GemmBackend::kLibrary;

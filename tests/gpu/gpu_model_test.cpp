@@ -490,7 +490,19 @@ TEST_F(GpuModelTest, DenseFallbackGivesTheSameLogitsAndHoldsTheDenseCopy) {
   GpuModelOptions fallback = plain;
   fallback.dense_fallback = true;
   GpuModel a(w, plain), b(w, fallback);
-  EXPECT_GT(b.memory().weights, a.memory().weights);  // the dense copies
+  EXPECT_GT(b.memory().weights, a.memory().weights);  // the dense copies (and a second sparse one)
+  {
+    // On one sparse backend the option adds exactly the dense copies: at least N x K bytes of
+    // INT8 per projection (more where the backend pads N or K).
+    GpuModelOptions plain_lib = plain, fallback_lib = fallback;
+    plain_lib.backend = fallback_lib.backend = cuda::GemmBackend::kLibrary;
+    std::int64_t const q = c.heads * c.head_dim, kv = c.kv_heads * c.head_dim;
+    std::int64_t const dense_bytes =
+        c.layers * ((q + 2 * kv) * c.hidden + c.hidden * q + 2 * c.intermediate * c.hidden + c.hidden * c.intermediate);
+    std::size_t const extra = GpuModel(w, fallback_lib).memory().weights - GpuModel(w, plain_lib).memory().weights;
+    EXPECT_GE(extra, static_cast<std::size_t>(dense_bytes));
+    EXPECT_LE(extra, static_cast<std::size_t>(dense_bytes) * 3 / 2);
+  }
   std::vector<int> const p0 = random_tokens(rng, 45, c.vocab), p1 = random_tokens(rng, 6, c.vocab);
   std::vector<SequenceStep> const batch = {{0, p0}, {1, p1}};
   for (GpuModel* m : {&a, &b}) {
@@ -511,12 +523,29 @@ TEST_F(GpuModelTest, DenseFallbackGivesTheSameLogitsAndHoldsTheDenseCopy) {
   EXPECT_EQ(a.tokens(0), b.tokens(0));
   std::cout << "[ info ] dense fallback, prefill M = 51: " << prefill << "\n";
   std::cout << "[ info ] dense fallback, decode M = 2: " << b.describe_gemms(2) << "\n";
-  // A dense model ignores the option.
-  GpuModelOptions dense_only;
-  dense_only.compute_dtype = DType::kI8;
-  dense_only.dense_fallback = true;
-  GpuModel d(w, dense_only);
-  EXPECT_EQ(d.describe_gemms(16).find("dispatch"), std::string::npos);
+  // A dense INT8 model with the option chooses among its dense forms on one weight copy: the
+  // same memory and the same integers as the plain dense model, where CUTLASS can run (else
+  // there is one dense form and nothing to choose).
+  GpuModelOptions dense_plain;
+  dense_plain.compute_dtype = DType::kI8;
+  GpuModelOptions dense_choice = dense_plain;
+  dense_choice.dense_fallback = true;
+  GpuModel d(w, dense_plain), e(w, dense_choice);
+  EXPECT_EQ(e.memory().weights, d.memory().weights);
+  for (GpuModel* m : {&d, &e}) {
+    m->reserve(2, 64, 64);
+    m->forward(batch, true);
+  }
+  EXPECT_EQ(d.logits(), e.logits());
+  std::string const dense_gemms = e.describe_gemms(51);
+  EXPECT_EQ(d.describe_gemms(51).find("dispatch"), std::string::npos);
+  EXPECT_NE(dense_gemms.find("dispatch -> dense"), std::string::npos) << dense_gemms;
+  EXPECT_EQ(dense_gemms.find("dispatch -> cutlass"), std::string::npos) << dense_gemms;
+  std::cout << "[ info ] dense model choosing its dense form, M = 51: " << dense_gemms << "\n";
+  // Dense BF16 has one dense form: no dispatch.
+  GpuModelOptions bf16_choice;
+  bf16_choice.dense_fallback = true;
+  EXPECT_EQ(GpuModel(w, bf16_choice).describe_gemms(16).find("dispatch"), std::string::npos);
 }
 
 TEST_F(GpuModelTest, PerplexityMatchesTheCpuModel) {

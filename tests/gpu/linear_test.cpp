@@ -431,11 +431,18 @@ TEST_F(LinearGpu, DispatchingLayerIsExactWhicheverCandidateWinsAndRemembersItsCh
     cuda::DispatchLinear layer(config, host.view(), nullptr, &cache, "d");
     auto const names = layer.candidates();
     bool const cutlass = expect_cutlass(GemmBackend::kAuto, DType::kI8, DType::kBF16, n, 5376);
-    EXPECT_EQ(names.size(), cutlass ? 3u : 2u);
-    EXPECT_EQ(names.back(), "dense");
+    // Where CUTLASS runs, the dense fallback is two candidates on one dense copy.
+    std::vector<std::string> const expected_names =
+        cutlass ? std::vector<std::string>{"cutlass", "cusparselt", "dense-cutlass", "dense-cublaslt"}
+                : std::vector<std::string>{"cusparselt", "dense"};
+    EXPECT_EQ(names, expected_names);
     std::size_t weights = 0;
     for (auto const& c : names) weights += layer.memory_of(c).weight;
     EXPECT_EQ(layer.memory().weight, weights);
+    if (cutlass) {
+      EXPECT_EQ(layer.memory_of("dense-cutlass").weight, static_cast<std::size_t>(n * 3584));  // K' = K
+      EXPECT_EQ(layer.memory_of("dense-cublaslt").weight, 0u);
+    }
     for (std::int64_t const m : {1, 300}) {
       SCOPED_TRACE(fmt::format("M={}", m));
       OwnedMatrix const x = make_input(rng, DType::kBF16, m, k);
@@ -468,6 +475,82 @@ TEST_F(LinearGpu, DispatchingLayerIsExactWhicheverCandidateWinsAndRemembersItsCh
   EXPECT_THROW(cuda::DispatchLinear(config, host.view(), nullptr), Error);
 }
 
+TEST_F(LinearGpu, EveryDispatchCandidateIsRightWhenForcedIncludingTheSharedDenseWeight) {
+  // Each candidate forced in turn; the dense ones run on one device copy of the weight (cuBLASLt
+  // reading the buffer CUTLASS owns). INT8 (with bias): bit for bit the reference. FP8 without
+  // bias (so cuBLASLt can fuse the scales, and a third dense candidate runs them unfused): within
+  // the tolerance of the float64 result that every FP8 layer test uses (tolerance() above).
+  test::Rng rng(607);
+  SCOPED_TRACE(rng.describe());
+  std::int64_t const n = 200, k = 1030;  // K not a multiple of 8 (K' pads it)
+  SparsityPattern const pattern = SparsityPattern::parse("4:6");
+  for (DType const compute : {DType::kI8, DType::kF8E4M3}) {
+    bool const exact = compute == DType::kI8;
+    HostLayer const host = make_layer(rng, compute, n, k, pattern, exact);
+    cuda::DispatchConfig config;
+    config.layer = {compute, DType::kBF16, pattern};
+    config.dense_fallback = true;
+    cuda::DispatchLinear layer(config, host.view(), nullptr, nullptr, "forced");
+    bool const cutlass = Linear::cutlass_unsupported(config.layer, n, k).empty();
+    std::vector<std::string> expected_names = cutlass ? std::vector<std::string>{"cutlass", "cusparselt", "dense-cutlass",
+                                                                                 "dense-cublaslt"}
+                                                       : std::vector<std::string>{"cusparselt", "dense"};
+    if (!exact) expected_names.push_back(expected_names.back() + "-unfused");
+    EXPECT_EQ(layer.candidates(), expected_names);
+    EXPECT_THROW(layer.force(1, "no-such-candidate", nullptr), Error);
+    std::string const tag = exact ? "i8_" : "f8_";
+    for (std::string const& name : layer.candidates()) {
+      for (std::int64_t const m : {1, 17, 300}) {
+        SCOPED_TRACE(fmt::format("{} {} M={}", dtype_name(compute), name, m));
+        OwnedMatrix const x = make_input(rng, DType::kBF16, m, k);
+        OwnedMatrix rounded(DType::kBF16, m, n);
+        LinearReferenceResult const ref =
+            linear_reference(x.cview(), host.weight.cview(), host.scale, host.bias, rounded.view());
+        DeviceBuffer dx(x.bytes.size()), dy(rounded.bytes.size());
+        dx.upload(x.bytes.data());
+        dy.fill(0xFF);
+        layer.force(m, name, nullptr);
+        EXPECT_EQ(layer.choice(m), name);
+        // The layer that runs is the named one: its GEMM says which backend it is.
+        std::string const description = layer.description(m);
+        std::string const backend = name == "cutlass"         ? ": sp_" + tag
+                                    : name == "dense-cutlass" ? ": de_" + tag
+                                    : name == "cusparselt"    ? ": cusparselt-"
+                                                              : ": cublaslt-";
+        EXPECT_EQ(description.rfind(name + backend, 0), 0u) << description;
+        EXPECT_EQ(description.find("(scales fused)") != std::string::npos, !exact && name == "dense-cublaslt")
+            << description;
+        layer.forward(dx.get(), dy.get(), m, nullptr);
+        SLIDESPARSE_CUDA_CHECK(cudaDeviceSynchronize());
+        if (exact) {
+          ASSERT_EQ(dy.download(), rounded.bytes);
+          continue;
+        }
+        auto const y = dy.download();
+        for (std::size_t i = 0; i < ref.exact.size(); ++i) {
+          ASSERT_LE(std::fabs(output_value(y, DType::kBF16, i) - ref.exact[i]),
+                    tolerance(DType::kBF16, ref.exact[i], ref.abs_products[i]))
+              << "element " << i;
+        }
+      }
+    }
+  }
+}
+
+TEST_F(LinearGpu, WeightSharingLayerRefusesWhatItCannotShare) {
+  test::Rng rng(608);
+  SCOPED_TRACE(rng.describe());
+  HostLayer const dense = make_layer(rng, DType::kI8, 64, 256, std::nullopt, false);
+  Linear owner(config_of(DType::kI8, DType::kBF16, std::nullopt, GemmBackend::kLibrary), dense.view(), nullptr);
+  Linear sharer(config_of(DType::kI8, DType::kBF16, std::nullopt, GemmBackend::kLibrary), owner);
+  EXPECT_EQ(sharer.memory().weight, 0u);
+  EXPECT_EQ(owner.memory().weight, static_cast<std::size_t>(64 * 256));
+  EXPECT_THROW(Linear(config_of(DType::kF8E4M3, DType::kBF16, std::nullopt, GemmBackend::kLibrary), owner), Error);
+  EXPECT_THROW(Linear(config_of(DType::kI8, DType::kBF16, SparsityPattern::parse("2:4"), GemmBackend::kLibrary), owner),
+               Error);
+  EXPECT_THROW(Linear(config_of(DType::kI8, DType::kBF16, std::nullopt, GemmBackend::kLibrary), sharer), Error);
+}
+
 // No GPU needed: the bucket arithmetic.
 TEST(LinearBuckets, PadAtMostAnEighthAboveTwoHundredFiftySix) {
   EXPECT_EQ(Linear::m_bucket(1), 32);
@@ -488,6 +571,15 @@ TEST(LinearBuckets, PadAtMostAnEighthAboveTwoHundredFiftySix) {
     ASSERT_EQ(Linear::m_bucket(b), b) << m;  // a bucket is its own bucket
   }
   EXPECT_THROW(Linear::m_bucket(0), Error);
+}
+
+TEST(LinearBuckets, DispatchSplitsTheFirstBucketByPowersOfTwo) {
+  std::int64_t const expected[] = {0, 1, 2, 4, 4, 8, 8, 8, 8, 16};
+  for (std::int64_t m = 1; m <= 9; ++m) EXPECT_EQ(cuda::DispatchLinear::m_bucket(m), expected[m]) << m;
+  EXPECT_EQ(cuda::DispatchLinear::m_bucket(17), 32);
+  EXPECT_EQ(cuda::DispatchLinear::m_bucket(32), 32);
+  for (std::int64_t m = 33; m <= 5000; m += 7) ASSERT_EQ(cuda::DispatchLinear::m_bucket(m), Linear::m_bucket(m)) << m;
+  EXPECT_THROW(cuda::DispatchLinear::m_bucket(0), Error);
 }
 
 }  // namespace

@@ -39,7 +39,7 @@ struct ModelRunOptions {
   std::vector<std::optional<SparsityPattern>> patterns = {SparsityPattern::parse("6:8")};
   bool compare_dense = false;  ///< add dense of the same dtype (if not listed) and report speedups
   cuda::GemmBackend backend = cuda::GemmBackend::kAuto;
-  bool dense_fallback = false;  ///< GpuModelOptions::dense_fallback for the sparse variants
+  bool dense_fallback = false;  ///< GpuModelOptions::dense_fallback for every variant (dense W8A8: its best dense form)
   runtime::AttentionBackend attention = runtime::AttentionBackend::kAuto;
   std::vector<std::int64_t> batches = {8};
   std::vector<std::int64_t> prompt_lens = {512};

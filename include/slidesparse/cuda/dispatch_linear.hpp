@@ -2,11 +2,14 @@
 /// \brief A SlideSparse linear layer that runs, for each M bucket, whichever of its candidate
 /// implementations is fastest on this GPU: CUTLASS 2:4 with the fused epilogue, cuSPARSELt 2:4,
 /// and optionally a dense fallback on the same pruned weight (for the M where sparse loses).
+/// Without a pattern it is a dense layer choosing among its dense forms (the strongest dense
+/// baseline: dense CUTLASS, cuBLASLt with fused scales, cuBLASLt with its own epilogue).
 ///
-/// Each candidate is a complete cuda::Linear holding its own copy of the weight, so the choice
-/// costs memory: memory() reports every copy, and the config says which candidates to keep.
+/// Each candidate is a complete cuda::Linear holding its own copy of the weight (the two dense
+/// backends share one), so the choice costs memory: memory() reports every copy, and the config
+/// says which candidates to keep.
 /// prepare(M) times every candidate's whole forward (quant+lift, GEMM, epilogue; L2 evicted
-/// before each call, as in a model; candidates round-robin, median of 9) on random activations
+/// before each call, as in a model; candidates round-robin, median of 9 to 63 rounds) on random activations
 /// and keeps the fastest for M's bucket; the choice is recorded in the tuning cache with the times of all candidates, so
 /// later processes only prepare the winner. forward() then calls the winner alone: no
 /// allocation, no synchronization (CUDA-graph capturable once prepared).
@@ -23,28 +26,35 @@
 namespace slidesparse::cuda {
 
 struct DispatchConfig {
-  /// Compute and activation dtypes, the pattern (required) and the K alignment; `backend` and
-  /// `fast_accumulation` are set per candidate / passed through.
+  /// Compute and activation dtypes, the pattern (none: dense candidates only, whatever the
+  /// flags below say) and the K alignment; `backend` and `fast_accumulation` are set per
+  /// candidate / passed through.
   LinearConfig layer;
   bool cutlass = true;     ///< CUTLASS 2:4 candidate (where it can run the layer)
   bool cusparselt = true;  ///< cuSPARSELt 2:4 candidate (a second compressed copy when both)
-  /// A dense copy of the pruned weight (CUTLASS dense where it can run, else cuBLASLt), used for
-  /// the M buckets where every sparse candidate is slower. Costs the dense weight's memory.
+  /// A dense copy of the pruned weight, used for the M buckets where every sparse candidate is
+  /// slower: run by dense CUTLASS and by cuBLASLt where CUTLASS can run the layer, else by
+  /// cuBLASLt alone; cuBLASLt both with the scales fused and with its own epilogue where it can
+  /// fuse them (FP8 without bias). All candidates on the one copy: costs the dense weight's memory.
   bool dense_fallback = false;
-  /// With dense_fallback: hold both dense backends (CUTLASS and cuBLASLt, two dense copies), as
-  /// neither is fastest at every M; otherwise the dense fallback is CUTLASS where it can run.
-  bool dense_both_backends = false;
 };
 
 class DispatchLinear {
  public:
-  /// Builds every enabled candidate that can run the layer (at least one sparse candidate must).
+  /// Builds every enabled candidate that can run the layer (with a pattern, at least one sparse
+  /// candidate must).
   DispatchLinear(DispatchConfig const& config, LinearWeights const& weights, cudaStream_t stream,
                  io::TuningCache* tuning = nullptr, std::string name = "linear",
                  std::shared_ptr<LinearScratch> scratch = nullptr);
   ~DispatchLinear();
   DispatchLinear(DispatchLinear const&) = delete;
   DispatchLinear& operator=(DispatchLinear const&) = delete;
+
+  /// The M buckets of the choice: powers of two up to 32 (1, 2, 4, 8, 16, 32), then
+  /// Linear::m_bucket. Finer than the layers' plan buckets at decode sizes because the best
+  /// candidate changes inside Linear's first bucket (1..32): on an H200, Qwen2.5-7B gate_up FP8,
+  /// dense CUTLASS beat cuBLASLt at M = 32 (50.1 vs 51.7 µs) and lost at M = 1 (53.4 vs 48.5 µs).
+  static std::int64_t m_bucket(std::int64_t m);
 
   /// Chooses the candidate for M's bucket (timing them, or from the tuning cache) and prepares
   /// it. Allocates and synchronizes.
@@ -53,14 +63,22 @@ class DispatchLinear {
   /// y [M, N] = layer(x [M, K]); prepares M's bucket first if needed (not a hot-path call then).
   void forward(void const* x, void* y, std::int64_t m, cudaStream_t stream, std::int64_t ldx = 0);
 
-  /// The candidate chosen for M's bucket: "cutlass", "cusparselt", "dense" (or "dense-cutlass" /
-  /// "dense-cublaslt" with dense_both_backends); empty before prepare. And whether the choice
-  /// came from the tuning cache.
+  /// Makes `candidate` M's bucket's choice without timing (tests, experiments) and prepares it;
+  /// an Error naming the candidates when there is no such one. Not recorded in the tuning cache.
+  void force(std::int64_t m, std::string const& candidate, cudaStream_t stream);
+
+  /// The candidate chosen for M's bucket: "cutlass", "cusparselt", "dense-cutlass",
+  /// "dense-cublaslt", "dense-cublaslt-unfused", or "dense" / "dense-unfused" (cuBLASLt where
+  /// CUTLASS cannot run the layer); empty before prepare. And whether the choice came from the
+  /// tuning cache.
   std::string choice(std::int64_t m) const;
   bool chosen_from_cache(std::int64_t m) const noexcept;
+  /// "choice: GEMM configuration" of M's bucket (Linear::gemm_description of the chosen
+  /// candidate, e.g. "dense-cublaslt: cublaslt-130100 (scales fused)"); empty before prepare.
+  std::string description(std::int64_t m) const;
   /// The candidates this layer holds, in order of preference on ties.
   std::vector<std::string> candidates() const;
-  /// Device memory of every candidate summed (each holds its own weight copy)...
+  /// Device memory of every candidate summed (each weight copy once)...
   LinearMemory memory() const noexcept;
   /// ...and per candidate.
   LinearMemory memory_of(std::string const& candidate) const;

@@ -136,6 +136,14 @@ class Linear {
   Linear(LinearConfig const& config, LinearWeights const& weights, cudaStream_t stream,
          io::TuningCache* tuning = nullptr, std::string name = "linear",
          std::shared_ptr<LinearScratch> scratch = nullptr);
+  /// A dense layer on another dense layer's device weight, scales and bias (no second copy):
+  /// the same pruned weight run by a second backend, e.g. cuBLASLt beside dense CUTLASS, which
+  /// win at different M. `config` may differ from the owner's only in backend and
+  /// fuse_dense_scales, and the two backends must use the same padded weight [N_pad, K'] (an
+  /// Error names what differs). memory() of this layer reports no weight and no vectors (the
+  /// owner counts them); the owner must outlive it.
+  Linear(LinearConfig const& config, Linear const& weight_owner, io::TuningCache* tuning = nullptr,
+         std::string name = "linear", std::shared_ptr<LinearScratch> scratch = nullptr);
   ~Linear();
   Linear(Linear const&) = delete;
   Linear& operator=(Linear const&) = delete;
@@ -196,7 +204,8 @@ class Linear {
   std::int64_t n_padded_;
   DType acc_dtype_;
   bool fused_dense_ = false;
-  std::unique_ptr<Device> device_;
+  bool shares_weight_ = false;  ///< device_ belongs to another layer (the sharing constructor)
+  std::shared_ptr<Device> device_;
   std::shared_ptr<LinearScratch> scratch_;
   io::TuningCache* tuning_ = nullptr;
   std::unique_ptr<CusparseltGemm> sparse_;

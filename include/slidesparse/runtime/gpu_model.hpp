@@ -73,7 +73,10 @@ struct GpuModelOptions {
   /// whichever of the sparse backends and the dense one is fastest (cuda::DispatchLinear, timed
   /// on first use of a bucket, the choice kept in the tuning cache): never slower than dense at
   /// any batch, at the cost of the dense weights' memory (and, with backend kAuto, a second
-  /// sparse copy: CUTLASS and cuSPARSELt). No effect on a dense model.
+  /// sparse copy: CUTLASS and cuSPARSELt). A dense W8A8 model (backend kAuto) instead chooses
+  /// per M bucket among its dense forms on one copy (dense CUTLASS, cuBLASLt with fused or
+  /// separate scales; no extra weight memory): the dense baseline at its strongest, which
+  /// `run --compare dense --dense-fallback` compares against. No effect on dense BF16.
   bool dense_fallback = false;
   AttentionBackend attention = AttentionBackend::kAuto;
   /// kAuto's threshold: below it the own kernel is as fast and needs no graph build.
