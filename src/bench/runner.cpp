@@ -63,7 +63,7 @@ class Timer {
     return {us[us.size() / 2], us.front(), us.back()};
   }
 
-  /// Times several calls round-robin (call 0, 1, ..., n-1, then again), so slow drifts of the
+  /// Times several calls round-robin (call 0, 1, ..., n-1, then 1, ..., n-1, 0: rotated), so slow drifts of the
   /// GPU's clock and temperature over the sequence affect every call alike instead of favouring
   /// whichever ran first (seen on an H100: the same kernel 8 % apart when timed a minute apart).
   std::vector<Timing> time_interleaved(std::vector<std::function<void()>> const& calls) {

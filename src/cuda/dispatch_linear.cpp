@@ -16,6 +16,23 @@
 #include "slidesparse/io/tuning_cache.hpp"
 
 namespace slidesparse::cuda {
+namespace {
+
+// A CUDA event destroyed on every way out (the timing below can throw between creation and use).
+class Event {
+ public:
+  Event() { SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&event_)); }
+  ~Event() { cudaEventDestroy(event_); }
+  Event(Event const&) = delete;
+  Event& operator=(Event const&) = delete;
+  cudaEvent_t get() const noexcept { return event_; }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+};
+
+}  // namespace
+
 DispatchLinear::DispatchLinear(DispatchConfig const& config, LinearWeights const& weights, cudaStream_t stream,
                                io::TuningCache* tuning, std::string name, std::shared_ptr<LinearScratch> scratch)
     : config_(config), name_(std::move(name)), n_(weights.weight.rows), k_(weights.weight.cols), tuning_(tuning) {
@@ -31,7 +48,7 @@ DispatchLinear::DispatchLinear(DispatchConfig const& config, LinearWeights const
   LinearConfig dense_layer = config.layer;
   dense_layer.pattern = std::nullopt;
   std::string const sparse_cutlass_why = Linear::cutlass_unsupported(config.layer, n_, k_);
-  bool const dense_cutlass = Linear::cutlass_unsupported(dense_layer, n_, k_).empty();
+  bool const dense_cutlass = config.cutlass && Linear::cutlass_unsupported(dense_layer, n_, k_).empty();
   if (sparse && config.cutlass && sparse_cutlass_why.empty()) {
     add("cutlass", config.layer.pattern, GemmBackend::kCutlass);
   }
@@ -153,14 +170,18 @@ void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
       }
     }
   }
+  if (candidates_.size() == 1) {  // nothing to choose (a dense layer with one dense form)
+    candidates_.front().layer->prepare(m, stream);
+    choices_[bucket] = {candidates_.front().layer.get(), candidates_.front().name, false};
+    return;
+  }
   // Time every candidate's whole forward over the bucket's rows.
   std::size_t const act = dtype_size(config_.layer.activation_dtype);
   DeviceBuffer x(static_cast<std::size_t>(bucket * k_) * act), y(static_cast<std::size_t>(bucket * n_) * act);
   fill_device_random(config_.layer.activation_dtype, x.get(), static_cast<std::size_t>(bucket * k_) * 2, 0x5EED, stream);
   L2Flusher flusher;
-  cudaEvent_t start = nullptr, stop = nullptr;
-  SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&start));
-  SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&stop));
+  Event const start_event, stop_event;
+  cudaEvent_t const start = start_event.get(), stop = stop_event.get();
   // Candidates timed round-robin (clock and temperature drift then hit all of them alike; each
   // round starts one candidate later, so no candidate always follows the same one) after a
   // warm-up round; the median decides. At least 9 rounds; small layers (decode-sized M,
@@ -200,8 +221,6 @@ void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
       best = &candidates_[i];
     }
   }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
   choices_[bucket] = {best->layer.get(), best->name, false};
   if (tuning_) tuning_->put(key, {{"choice", best->name}, {"ms", times}, {"tuned", detail::tuning_date()}});
 }

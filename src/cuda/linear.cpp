@@ -310,9 +310,9 @@ void Linear::prepare(std::int64_t m, cudaStream_t stream) {
         return;
       } catch (Error const&) {
         // This cuBLASLt has no outer-vector-scaled kernel for the problem: separate epilogue.
-        fused_dense_ = false;
         dense_ = std::make_unique<CublasltGemm>(device_->weight.get(), config_.compute_dtype, acc_dtype_, n_padded_,
                                                 layout_.k_lifted(), tuning_);
+        fused_dense_ = false;  // only once the unfused GEMM exists (its constructor may throw)
       }
     }
     dense_->run(scratch_->x(), scratch_->acc(), bucket, 1.0f, stream, bucket);

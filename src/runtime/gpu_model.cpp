@@ -18,8 +18,9 @@
 namespace slidesparse::runtime {
 
 // A projection of a layer: one cuda::Linear, or with GpuModelOptions::dense_fallback a
-// DispatchLinear that holds the SlideSparse backends and a dense copy of the pruned weight and
-// runs, per M bucket, whichever is fastest (chosen by timing, kept in the tuning cache).
+// DispatchLinear that holds the SlideSparse backends and a dense copy of the pruned weight (or,
+// for a dense W8A8 model, only the dense forms) and runs, per M bucket, whichever is fastest
+// (chosen by timing, kept in the tuning cache).
 class Projection {
  public:
   explicit Projection(std::unique_ptr<cuda::Linear> single) : single_(std::move(single)) {}

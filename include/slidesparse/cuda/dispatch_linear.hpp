@@ -5,8 +5,8 @@
 /// Without a pattern it is a dense layer choosing among its dense forms (the strongest dense
 /// baseline: dense CUTLASS, cuBLASLt with fused scales, cuBLASLt with its own epilogue).
 ///
-/// Each candidate is a complete cuda::Linear holding its own copy of the weight (the two dense
-/// backends share one), so the choice costs memory: memory() reports every copy, and the config
+/// Each candidate is a complete cuda::Linear holding its own copy of the weight (all dense
+/// candidates, up to three, share one), so the choice costs memory: memory() reports every copy, and the config
 /// says which candidates to keep.
 /// prepare(M) times every candidate's whole forward (quant+lift, GEMM, epilogue; L2 evicted
 /// before each call, as in a model; candidates round-robin, median of 9 to 63 rounds) on random activations
@@ -30,10 +30,10 @@ struct DispatchConfig {
   /// flags below say) and the K alignment; `backend` and `fast_accumulation` are set per
   /// candidate / passed through.
   LinearConfig layer;
-  bool cutlass = true;     ///< CUTLASS 2:4 candidate (where it can run the layer)
+  bool cutlass = true;     ///< CUTLASS candidates, 2:4 and dense (where CUTLASS can run the layer)
   bool cusparselt = true;  ///< cuSPARSELt 2:4 candidate (a second compressed copy when both)
   /// A dense copy of the pruned weight, used for the M buckets where every sparse candidate is
-  /// slower: run by dense CUTLASS and by cuBLASLt where CUTLASS can run the layer, else by
+  /// slower: run by dense CUTLASS (with `cutlass`) and by cuBLASLt where CUTLASS can run it, else by
   /// cuBLASLt alone; cuBLASLt both with the scales fused and with its own epilogue where it can
   /// fuse them (FP8 without bias). All candidates on the one copy: costs the dense weight's memory.
   bool dense_fallback = false;

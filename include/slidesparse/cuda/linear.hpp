@@ -140,8 +140,8 @@ class Linear {
   /// the same pruned weight run by a second backend, e.g. cuBLASLt beside dense CUTLASS, which
   /// win at different M. `config` may differ from the owner's only in backend and
   /// fuse_dense_scales, and the two backends must use the same padded weight [N_pad, K'] (an
-  /// Error names what differs). memory() of this layer reports no weight and no vectors (the
-  /// owner counts them); the owner must outlive it.
+  /// Error names what differs). The device buffers are co-owned (they live while either layer
+  /// does); memory() of this layer reports no weight and no vectors (the owner counts them).
   Linear(LinearConfig const& config, Linear const& weight_owner, io::TuningCache* tuning = nullptr,
          std::string name = "linear", std::shared_ptr<LinearScratch> scratch = nullptr);
   ~Linear();
