@@ -43,19 +43,16 @@
 #include <vector>
 
 #include "../src/cuda/sm90/ptx.cuh"
+#include "sparse_wgmma_layout.hpp"
 
 namespace {
 
 using namespace slidesparse::cuda::sm90;
+using namespace slidesparse::bench::sparse_wgmma;
 
-#define LAYOUT_CHECK(call)                                                                           \
-  do {                                                                                               \
-    cudaError_t err_ = (call);                                                                       \
-    if (err_ != cudaSuccess) {                                                                       \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(err_)); \
-      std::exit(2);                                                                                  \
-    }                                                                                                \
-  } while (0)
+// The operand tiles of one instruction pair (see the file comment).
+int offset_a(int m, int byte) { return offset_sw64(m, byte); }
+int offset_b(int n, int k) { return offset_sw128(n, k); }
 
 constexpr int kRows = 64;           // M of the instruction
 constexpr int kTokens = 128;        // N of the instruction
@@ -92,33 +89,6 @@ __global__ void __launch_bounds__(128, 1)
   for (int i = 0; i < kAcc; ++i) d_out[threadIdx.x * kAcc + i] = d[i];
 }
 
-// E4M3 codes of small integers (|v| <= 16 are exact) and back.
-uint8_t e4m3(int v) {
-  if (v == 0) return 0;
-  uint8_t const sign = v < 0 ? 0x80 : 0;
-  int a = v < 0 ? -v : v;
-  int p = 0;
-  while ((a >> (p + 1)) != 0) ++p;  // 2^p <= a < 2^(p+1)
-  int const mantissa = ((a << 3) >> p) - 8;  // a = 2^p (1 + m / 8), exact for a <= 16
-  return static_cast<uint8_t>(sign | ((p + 7) << 3) | mantissa);
-}
-
-// Byte offsets of the assumed shared-memory layouts (see the file comment).
-int offset_a(int m, int byte) {
-  int const r = m % 8, c = byte / 16;
-  return (m / 8) * 512 + r * 64 + ((c ^ ((r >> 1) & 3)) * 16) + byte % 16;
-}
-int offset_b(int n, int k) {
-  int const r = n % 8, c = k / 16;
-  return (n / 8) * 1024 + r * 128 + ((c ^ r) * 16) + k % 16;
-}
-
-float from_e4m3(uint8_t code) {
-  int const e = (code >> 3) & 0xF, mantissa = code & 7;
-  float const magnitude = e == 0 ? std::ldexp(float(mantissa), -9) : std::ldexp(1.0f + mantissa / 8.0f, e - 7);
-  return (code & 0x80) ? -magnitude : magnitude;
-}
-
 // The instruction as the layouts above and metadata formula H0 (see discover_metadata) describe
 // it, on the host: `--emulate` runs the three experiments against it, which checks this program's
 // own encoding and decoding without a GPU (CI runs it; it must PASS).
@@ -128,8 +98,8 @@ std::vector<float> emulate(std::vector<uint8_t> const& a_image, std::vector<uint
   for (int m = 0; m < kRows; ++m) {
     float dense[64] = {};
     for (int g = 0; g < 16; ++g) {
-      int const thread = 32 * (m / 16) + 4 * (m % 8) + g / 4, nibble = g % 4 + 4 * ((m % 16) / 8);
-      uint32_t const bits = (words[thread] >> (4 * nibble)) & 0xF;
+      MetaSlot const slot = meta_slot(m, g);  // formula H0
+      uint32_t const bits = (words[slot.thread] >> (4 * slot.nibble)) & 0xF;
       int const idx[2] = {int(bits & 3), int(bits >> 2)};
       for (int e = 0; e < 2; ++e) dense[4 * g + idx[e]] += from_e4m3(a_image[offset_a(m, 32 * k_half + 2 * g + e)]);
     }
@@ -149,10 +119,10 @@ struct Device {
   float* d = nullptr;
   explicit Device(bool emulate_only) : emulated(emulate_only) {
     if (emulated) return;
-    LAYOUT_CHECK(cudaMalloc(&a, kBytesA));
-    LAYOUT_CHECK(cudaMalloc(&b, kBytesB));
-    LAYOUT_CHECK(cudaMalloc(&meta, 128 * sizeof(uint32_t)));
-    LAYOUT_CHECK(cudaMalloc(&d, 128 * kAcc * sizeof(float)));
+    SPARSE_WGMMA_CHECK(cudaMalloc(&a, kBytesA));
+    SPARSE_WGMMA_CHECK(cudaMalloc(&b, kBytesB));
+    SPARSE_WGMMA_CHECK(cudaMalloc(&meta, 128 * sizeof(uint32_t)));
+    SPARSE_WGMMA_CHECK(cudaMalloc(&d, 128 * kAcc * sizeof(float)));
   }
   ~Device() {
     if (emulated) return;
@@ -165,15 +135,15 @@ struct Device {
   std::vector<float> run(std::vector<uint8_t> const& a_image, std::vector<uint8_t> const& b_image,
                          std::array<uint32_t, 128> const& words, int k_half) {
     if (emulated) return emulate(a_image, b_image, words, k_half);
-    LAYOUT_CHECK(cudaMemcpy(a, a_image.data(), kBytesA, cudaMemcpyHostToDevice));
-    LAYOUT_CHECK(cudaMemcpy(b, b_image.data(), kBytesB, cudaMemcpyHostToDevice));
-    LAYOUT_CHECK(cudaMemcpy(meta, words.data(), sizeof(words), cudaMemcpyHostToDevice));
-    LAYOUT_CHECK(cudaMemset(d, 0xFF, 128 * kAcc * sizeof(float)));  // poisoned: NaN
+    SPARSE_WGMMA_CHECK(cudaMemcpy(a, a_image.data(), kBytesA, cudaMemcpyHostToDevice));
+    SPARSE_WGMMA_CHECK(cudaMemcpy(b, b_image.data(), kBytesB, cudaMemcpyHostToDevice));
+    SPARSE_WGMMA_CHECK(cudaMemcpy(meta, words.data(), sizeof(words), cudaMemcpyHostToDevice));
+    SPARSE_WGMMA_CHECK(cudaMemset(d, 0xFF, 128 * kAcc * sizeof(float)));  // poisoned: NaN
     sparse_wgmma_once<<<1, 128>>>(a, b, meta, k_half, d);
-    LAYOUT_CHECK(cudaGetLastError());
-    LAYOUT_CHECK(cudaDeviceSynchronize());
+    SPARSE_WGMMA_CHECK(cudaGetLastError());
+    SPARSE_WGMMA_CHECK(cudaDeviceSynchronize());
     std::vector<float> raw(128 * kAcc), out(kRows * kTokens);
-    LAYOUT_CHECK(cudaMemcpy(raw.data(), d, raw.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    SPARSE_WGMMA_CHECK(cudaMemcpy(raw.data(), d, raw.size() * sizeof(float), cudaMemcpyDeviceToHost));
     for (int t = 0; t < 128; ++t) {
       int const w = t / 32, l = t % 32;
       for (int i = 0; i < kAcc; ++i) {
@@ -266,9 +236,8 @@ Mapping discover_metadata(Device& dev) {
     return bad == 0;
   };
   bool const h0 = check(
-      "H0 (thread 32(m/16) + 4(m%8) + g/4, nibble g%4 + 4((m%16)/8))",
-      [](int m, int g) { return 32 * (m / 16) + 4 * (m % 8) + g / 4; },
-      [](int m, int g) { return g % 4 + 4 * ((m % 16) / 8); });
+      "H0 (thread 32(m/16) + 4(m%8) + g/4, nibble g%4 + 4((m%16)/8); sparse_wgmma_layout.hpp's meta_slot)",
+      [](int m, int g) { return meta_slot(m, g).thread; }, [](int m, int g) { return meta_slot(m, g).nibble; });
   bool const h1 = check(
       "H1 (thread 32(m/16) + 4(m%8) + g%4, nibble g/4 + 4((m%16)/8))",
       [](int m, int g) { return 32 * (m / 16) + 4 * (m % 8) + g % 4; },
@@ -381,27 +350,14 @@ bool check_instruction(Device& dev, Mapping const& map, bool swap_indices, unsig
 /// Usage: bench_wgmma_sp_layout [--emulate]  (--emulate: against the host model of the assumed
 /// layouts instead of the GPU).
 int main(int argc, char** argv) {
-  bool const emulate_only = argc == 2 && std::strcmp(argv[1], "--emulate") == 0;
-  if (argc > 2 || (argc == 2 && !emulate_only)) {
-    std::fprintf(stderr, "usage: %s [--emulate]\n", argv[0]);
-    return 2;
-  }
+  bool emulate_only = false;
+  if (!parse_emulate(argc, argv, emulate_only)) return 2;
   if (emulate_only) {
     std::printf("wgmma_sp_layout, emulated on the host (the assumed layouts, formula H0)\n");
-  } else {
-    int device = 0;
-    cudaDeviceProp prop{};
-    if (cudaGetDevice(&device) != cudaSuccess || cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
-      std::printf("wgmma_sp_layout: no usable GPU; skipped\n");
-      return 0;
-    }
-    if (prop.major != 9 || prop.minor != 0) {
-      std::printf("wgmma_sp_layout: needs sm_90 (Hopper), found %s (sm_%d%d); skipped\n", prop.name, prop.major,
-                  prop.minor);
-      return 0;
-    }
-    std::printf("wgmma_sp_layout on %s: wgmma.mma_async.sp.m64n128k64.f32.e4m3.e4m3, selector 0\n", prop.name);
+  } else if (!have_sm90("wgmma_sp_layout")) {
+    return 0;
   }
+  std::printf("instruction: wgmma.mma_async.sp.m64n128k64.f32.e4m3.e4m3, sparsity selector 0\n");
   Device dev(emulate_only);
   std::printf("1. metadata mapping\n");
   Mapping const map = discover_metadata(dev);
