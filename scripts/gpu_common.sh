@@ -1,5 +1,5 @@
 # Sourced by the scripts that run on the GPU machine (gpu_runtime.sh, gpu_ppl.sh, gpu_quick.sh,
-# gpu_mutate.sh): the absolute $OUT with its logs/ folder ($logs), the checkout as the working
+# gpu_mutate.sh, gpu_sparse_mainloop.sh): the absolute $OUT with its logs/ folder ($logs), the checkout as the working
 # directory ($root), the machine's PyTorch site-packages ($torch_site: cuSPARSELt and cuDNN),
 # nvcc on PATH, and left(): seconds until $DEADLINE (counted from sourcing; large when unset).
 OUT="$(realpath -m "${OUT:-./out}")"
