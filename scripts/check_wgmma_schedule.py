@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""Checks, without a GPU, that the hand-written sparse mainloop compiles to the wgmma schedule it
+asks for (bench/sparse_gemm_proto.cu, struct Schedule).
+
+ptxas silently serializes wgmma.mma_async (one WARPGROUP.DEPBAR after every QGMMA) when a
+register an in-flight chain reads is written by a non-wgmma instruction, and reports it only as an
+"info" line (C7513, C7520). The kernel is worth nothing if that happens, and no GPU test would
+show it except as a slow timing. So this compiles the source to a cubin for sm_90a, fails on any
+serialization message, disassembles it (nvdisasm) and, for every instantiated kernel, measures the
+chains: runs of QGMMA instructions with no WARPGROUP.DEPBAR between them. A schedule of group G
+issues four sparse instructions per stage and G stages per chain, so its longest chain must be 4 G
+and every chain a multiple of 4 (a whole stage's batch).
+
+Usage: check_wgmma_schedule.py --nvcc NVCC --nvdisasm NVDISASM SOURCE
+Exit status: 0 pass, 1 fail, 77 skipped (no nvdisasm: scripts/setup.sh installs one into .deps).
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+SKIP = 77
+# Template arguments of sparse_gemm<Out, stages, group, stagger> in the mangled name
+# (..._sparse_gemmI13__nv_bfloat16Li6ELi4ELb0EEv...).
+SCHEDULE_RE = re.compile(r"sparse_gemmI(?:13__nv_bfloat16|f)Li(\d+)ELi(\d+)ELb([01])E")
+
+
+def chains(sass_lines):
+    """Lengths of the runs of QGMMA instructions not separated by a WARPGROUP.DEPBAR."""
+    runs, run = [], 0
+    for line in sass_lines:
+        if "QGMMA" in line:
+            run += 1
+        elif "WARPGROUP.DEPBAR" in line and run:
+            runs.append(run)
+            run = 0
+    if run:
+        runs.append(run)
+    return runs
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nvcc", required=True)
+    parser.add_argument("--nvdisasm", default="")
+    parser.add_argument("source")
+    args = parser.parse_args()
+    if not args.nvdisasm or not os.access(args.nvdisasm, os.X_OK):
+        print(f"check_wgmma_schedule: SKIPPED, no nvdisasm ({args.nvdisasm or 'not found'}); "
+              "scripts/setup.sh installs one into .deps/nvdisasm")
+        return SKIP
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = os.path.join(tmp, "kernel.cubin")
+        compile_cmd = [args.nvcc, "-std=c++20", "-O2", "-gencode=arch=compute_90a,code=sm_90a",
+                       "-diag-suppress", "177", "-Xptxas", "-v", "-cubin", "-o", cubin, args.source]
+        built = subprocess.run(compile_cmd, capture_output=True, text=True)
+        if built.returncode != 0:
+            print(built.stdout + built.stderr)
+            print("check_wgmma_schedule: FAIL (the source does not compile)")
+            return 1
+        messages = [l for l in (built.stdout + built.stderr).splitlines()
+                    if "serialized" in l or "C7513" in l or "C7520" in l]
+        sass = subprocess.run([args.nvdisasm, cubin], capture_output=True, text=True, check=True).stdout
+    ok = True
+    for message in messages:
+        print("  ptxas:", message[:200])
+        ok = False
+    # Split the listing by function: ".text.<mangled name>:" opens each.
+    functions, current = {}, None
+    for line in sass.splitlines():
+        opened = re.match(r"\s*\.text\.(\S+):", line)
+        if opened:
+            current = opened.group(1)
+            functions[current] = []
+        elif current:
+            functions[current].append(line)
+    checked = 0
+    for name, lines in sorted(functions.items()):
+        schedule = SCHEDULE_RE.search(name)
+        if not schedule:
+            continue
+        stages, group, stagger = (int(x) for x in schedule.groups())
+        runs = chains(lines)
+        out = "bf16" if "bfloat16" in name else "f32"
+        expected = 4 * group
+        good = bool(runs) and max(runs) == expected and all(r % 4 == 0 for r in runs)
+        print(f"  sparse_gemm<{out}, stages {stages}, group {group}, stagger {stagger}>: "
+              f"{sum(runs)} QGMMA, longest chain {max(runs) if runs else 0} (expected {expected}), "
+              f"chains {sorted(set(runs))}: {'ok' if good else 'WRONG'}")
+        ok = ok and good
+        checked += 1
+    if checked == 0:
+        print("  no sparse_gemm<Out, stages, group, stagger> kernel found in the cubin")
+        ok = False
+    print(f"check_wgmma_schedule: {'PASS' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
