@@ -1,18 +1,21 @@
 /// \file sparse_gemm_proto.cu
-/// \brief Prototype of a hand-written Hopper 2:4 FP8 GEMM mainloop for SlideSparse, the step
+/// \brief Prototype of a hand-written Hopper 2:4 FP8 GEMM for SlideSparse, the step
 /// docs/PERFORMANCE.md ("What the next kernel step would change") proposes; not wired into the
-/// library. y[token][n] = sum_k W[n][k] X[token][k] with W 2:4 along K (the lifted weight), F32
-/// out. What it changes against CUTLASS's sparse kernels:
+/// library. y[token][n] = Out(row_scale[n] token_scale[token] sum_k W[n][k] X[token][k] + bias[n])
+/// with W 2:4 along K (the lifted weight) — a SlideSparse layer's GEMM and epilogue. What it
+/// changes against CUTLASS's sparse kernels:
 ///   - 256 x 128 CTA tiles (weight rows x tokens): two consumer warpgroups of 128 rows, each two
-///     m64n128k64 sparse instructions per K = 64, so every B byte in shared memory feeds 256 rows;
-///   - the 2:4 metadata pre-arranged on the host in fragment order ([consumer thread] x 16 bytes
-///     per stage: one conflict-free 16-byte shared load per thread per stage);
+///     m64n128k64 sparse instructions per K = 64, so every B byte loaded from L2 feeds 256 rows;
+///   - the weight tiled once at load time (make_tiles): compressed A images per (tile, k-tile)
+///     and the 2:4 metadata in fragment order ([consumer thread] x 16 bytes per stage: one
+///     conflict-free 16-byte shared load per thread per stage), both fetched by bulk copies;
+///     the activations X [m][k] read by TMA as the quant+lift kernel writes them (row-major,
+///     K' a multiple of 16), zero-filled past m and k;
 ///   - wgmma batches of several stages run back to back between two drains of the tensor pipe
 ///     (Schedule below), where CUTLASS's sparse mainloop drains after every k-tile
 ///     (K_PIPE_MMAS = 0);
-///   - one producer thread refilling the stages with three bulk copies of pre-tiled images
-///     (A, metadata, B: contiguous per (tile, k-tile)), so no tensor maps are needed. Pre-tiling X
-///     stands in for a quant_lift that writes this layout.
+///   - the epilogue in two shared-memory passes: fragments x row scale, then per token x token
+///     scale + bias, rounded once to Out and stored as contiguous 16-byte runs of y.
 /// Why groups and not a double buffer: a first version loaded stage k+1's metadata while stage
 /// k's batch was in flight (one wgmma.wait_group 1 per stage). ptxas (CUDA 13.0) reported "C7513
 /// Potential Performance Loss: wgmma.mma_async instructions are serialized due to non wgmma
@@ -24,7 +27,7 @@
 /// group's first wgmma and drains once per group; scripts/check_wgmma_schedule.py checks in CI
 /// that the compiled chains are as long as the schedule says (nvdisasm, no GPU).
 /// Layouts (bench/sparse_wgmma_layout.hpp): A rows of 64 compressed bytes per stage, 64-byte
-/// swizzle; B tokens x 128 bytes, 128-byte swizzle; metadata owner per formula H0 — all three
+/// swizzle; B tokens x 128 bytes, 128-byte swizzle; metadata owner per meta_slot (formula C0) — all three
 /// checked on the GPU by bench_wgmma_sp_layout, which must pass first.
 ///
 /// Modes: default — for every schedule, exactness on awkward sizes (N, M not multiples of the tile, odd and even
@@ -37,6 +40,8 @@
 /// `--emulate`: the exactness cases against a host model that reads the same pre-tiled images
 /// through the same layout functions (checks the host's tiling without a GPU; CI runs it).
 /// Built for sm_90a only (CMake target bench_sparse_gemm_proto).
+#include <cuda.h>  // CUtensorMap (types only: the encoder comes from the runtime's driver entry point)
+#include <cudaTypedefs.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -100,14 +105,25 @@ __device__ __forceinline__ uint32_t word(uint4 const& m, int w) {
   return w == 0 ? m.x : w == 1 ? m.y : w == 2 ? m.z : m.w;
 }
 
+/// Epilogue staging: a warpgroup's 128 rows x 128 tokens of acc * row_scale in F32, stored
+/// [token][row] with each token's row padded by 4 floats, so that the fragment stores (a warp's
+/// lanes: 8 rows x 4 tokens two apart, 2 x 132 = 264 = 8 mod 32 words between those tokens) hit
+/// 32 different banks, and every token's 128 outputs leave as one contiguous run of y.
+constexpr int kStagePitch = 128 + 4;  // floats per token row
+// y[token][row] = Out(acc * row_scale[row] * token_scale[token] + bias[row]) — the per-channel
+// weight scale, the per-token activation scale and the bias of a SlideSparse layer, applied to
+// the F32 accumulator once, with one rounding to Out. bias may be null.
 // Out: float (the exactness checks) or __nv_bfloat16 (the timing: the output a layer writes).
 // (The schedule travels as three template arguments: nvcc's host stubs reject class-type ones.)
 template <class Out, int kStages, int kGroup, bool kStagger>
 __global__ void __launch_bounds__(kThreads, 1)
     sparse_gemm(uint8_t const* __restrict__ a_tiles, uint8_t const* __restrict__ e_tiles,
-                uint8_t const* __restrict__ b_tiles, int k_tiles, int n, int m, Out* __restrict__ y) {
+                __grid_constant__ CUtensorMap const x_map, int k_tiles, int n, int m,
+                float const* __restrict__ row_scale, float const* __restrict__ token_scale,
+                float const* __restrict__ bias, Out* __restrict__ y) {
   static_assert(kGroup >= 1 && kGroup <= 4 && kGroup < kStages, "wgmma_wait_pending covers 3 pending groups");
   static_assert(Schedule{kStages, kGroup, kStagger}.smem_bytes() <= 227 * 1024, "shared memory ring too deep");
+  static_assert(2 * 128 * kStagePitch * sizeof(float) <= kStages * kStageBytes, "epilogue staging exceeds the ring");
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
@@ -128,14 +144,15 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (threadIdx.x == 0) {
       uint8_t const* a = a_tiles + size_t(n_tile) * k_tiles * kABytes;
       uint8_t const* e = e_tiles + size_t(n_tile) * k_tiles * kEBytes;
-      uint8_t const* b = b_tiles + size_t(m_tile) * k_tiles * kBBytes;
       for (int kt = 0; kt < k_tiles; ++kt) {
         int const s = kt % kStages;
         if (kt >= kStages) mbarrier_wait(&empty[s], ((kt / kStages) - 1) & 1);
         uint8_t* stage = smem + s * kStageBytes;
         mbarrier_arrive_expect_tx(&full[s], kStageBytes);
         bulk_copy_g2s(stage, a + size_t(kt) * kABytes, kABytes, &full[s]);
-        bulk_copy_g2s(stage + kABytes, b + size_t(kt) * kBBytes, kBBytes, &full[s]);
+        // B: tokens [128 m_tile, +128) x bytes [128 kt, +128) of X [m][k] (row-major, as the
+        // quant+lift kernel writes it), 128-byte swizzle; beyond m or k the box reads zeros.
+        tma_load_2d(stage + kABytes, &x_map, kt * kStageK, m_tile * kTileM, &full[s]);
         bulk_copy_g2s(stage + kABytes + kBBytes, e + size_t(kt) * kEBytes, kEBytes, &full[s]);
       }
     }
@@ -200,43 +217,77 @@ __global__ void __launch_bounds__(kThreads, 1)
   fence_accumulators(acc[0]);
   fence_accumulators(acc[1]);
 
-  // Accumulator (row block rb, d[i]) of thread t: tile row 128 wg + 64 rb + 16 (t / 32) + (t % 32)
-  // / 4 + 8 ((i / 2) % 2), token 8 (i / 4) + 2 (t % 4) + i % 2; y is [token][n].
+  // Epilogue, in two passes so that few values are live at once (the 128 accumulators already
+  // fill most of the registers): the fragments times the row scale into shared memory, then each
+  // token's row of 128 outputs times its token scale, plus the bias, out to y. Both consumer
+  // warpgroups must be done reading the ring before either overwrites it (every stage the
+  // producer filled has been consumed by then).
+  named_barrier_sync(1, 256);
+  float* staged = reinterpret_cast<float*>(smem) + wg * 128 * kStagePitch;  // [token 0..127][row 0..127]
+  // Accumulator (row block rb, d[i]) of thread t: warpgroup row 64 rb + 16 (t / 32) + (t % 32) / 4
+  // + 8 ((i / 2) % 2), tile token 8 (i / 4) + 2 (t % 4) + i % 2 (the m64nNk F32 D fragment).
   int const warp = t / 32;
+  int const row0 = n_tile * kTileN + wg * 128, token0 = m_tile * kTileM;
+  int const rows_here = min(128, n - row0), tokens_here = min(128, m - token0);
 #pragma unroll
   for (int rb = 0; rb < 2; ++rb) {
 #pragma unroll
-    for (int i = 0; i < 64; ++i) {
-      int const row = n_tile * kTileN + wg * 128 + rb * 64 + 16 * warp + lane / 4 + 8 * ((i / 2) % 2);
-      int const token = m_tile * kTileM + 8 * (i / 4) + 2 * (lane % 4) + i % 2;
-      if (row < n && token < m) y[size_t(token) * n + row] = static_cast<Out>(acc[rb][i]);
+    for (int h = 0; h < 2; ++h) {
+      int const r = rb * 64 + 16 * warp + lane / 4 + 8 * h;
+      float const rs = r < rows_here ? row_scale[row0 + r] : 0.f;
+#pragma unroll
+      for (int i = 0; i < 64; ++i) {
+        if ((i / 2) % 2 == h) staged[(8 * (i / 4) + 2 * (lane % 4) + i % 2) * kStagePitch + r] = acc[rb][i] * rs;
+      }
+    }
+  }
+  named_barrier_sync(2 + wg, 128);
+  // Pass 2: thread-chunks of 8 consecutive rows of one token; 16-byte stores where y's rows are
+  // 16-byte aligned, single elements otherwise (and at the edge of n).
+  bool const vector_rows = (size_t(n) * sizeof(Out)) % 16 == 0 && rows_here == 128;
+  for (int idx = t; idx < tokens_here * 16; idx += 128) {
+    int const tok = idx / 16, r = (idx % 16) * 8;
+    float const ts = token_scale[token0 + tok];
+    alignas(16) Out out[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      int const row = row0 + r + j;
+      float const b = bias != nullptr && r + j < rows_here ? bias[row] : 0.f;
+      out[j] = static_cast<Out>(staged[tok * kStagePitch + r + j] * ts + b);
+    }
+    Out* dst = &y[size_t(token0 + tok) * n + row0 + r];
+    if (vector_rows) {
+#pragma unroll
+      for (int v = 0; v < int(sizeof(out)) / 16; ++v) reinterpret_cast<uint4*>(dst)[v] = reinterpret_cast<uint4 const*>(out)[v];
+    } else {
+      for (int j = 0; j < 8 && r + j < rows_here; ++j) dst[j] = out[j];
     }
   }
 }
 
-// ---- host: pre-tiling ----------------------------------------------------------------------
+// ---- host: weight tiling (load time), the host model, the reference -------------------------
 
 struct Problem {
-  int n, m, k;  // k a multiple of kStageK (the lifted K' is padded to it)
+  int n, m, k;  // k a multiple of 16 (TMA's row-stride rule; the lifted K' is), any number of k-tiles
   std::vector<uint8_t> w, x;  // E4M3 codes, row-major [n][k] (2:4 along k) and [m][k]
+  std::vector<float> row_scale, token_scale, bias;  // [n], [m], [n]
   int n_tiles() const { return (n + kTileN - 1) / kTileN; }
   int m_tiles() const { return (m + kTileM - 1) / kTileM; }
-  int k_tiles() const { return k / kStageK; }
+  int k_tiles() const { return (k + kStageK - 1) / kStageK; }
 };
 
 struct Tiles {
-  std::vector<uint8_t> a, e, b;
+  std::vector<uint8_t> a, e;
 };
 
-// a: [n_tile][k_tile] images of 256 rows x 64 compressed bytes (offset_sw64); e: [n_tile][k_tile]
-// x [consumer thread (wg * 128 + t)] x 4 words (row block * 2 + K half); b: [m_tile][k_tile]
-// images of 128 tokens x 128 bytes (offset_sw128). Rows / tokens beyond n / m stay zero.
+// The weight's load-time form. a: [n_tile][k_tile] images of 256 rows x 64 compressed bytes
+// (offset_sw64); e: [n_tile][k_tile] x [consumer thread (wg * 128 + t)] x 4 words (row block * 2 +
+// K half). Rows beyond n and K beyond k stay zero (indices {0, 1}).
 Tiles make_tiles(Problem const& p) {
   int const kt_count = p.k_tiles();
   Tiles t;
   t.a.assign(size_t(p.n_tiles()) * kt_count * kABytes, 0);
   t.e.assign(size_t(p.n_tiles()) * kt_count * kEBytes, 0);
-  t.b.assign(size_t(p.m_tiles()) * kt_count * kBBytes, 0);
   for (int row = 0; row < p.n_tiles() * kTileN; ++row) {
     int const nt = row / kTileN, r = row % kTileN, wg = r / 128, rb = (r % 128) / 64, m64 = r % 64;
     for (int kt = 0; kt < kt_count; ++kt) {
@@ -245,13 +296,13 @@ Tiles make_tiles(Problem const& p) {
       for (int group = 0; group < kStageK / 4; ++group) {  // 32 groups: K halves of 16
         int idx[2] = {0, 1}, kept = 0;
         uint8_t val[2] = {0, 0};
-        if (row < p.n) {
-          uint8_t const* src = &p.w[size_t(row) * p.k + kt * kStageK + 4 * group];
+        int const k0 = kt * kStageK + 4 * group;
+        if (row < p.n && k0 < p.k) {
+          uint8_t const* src = &p.w[size_t(row) * p.k + k0];
           for (int j = 0; j < 4; ++j) {
             if (src[j] & 0x7F) {
               if (kept == 2) {
-                std::fprintf(stderr, "weight row %d, k %d: more than 2 nonzeros in a group of 4\n", row,
-                             kt * kStageK + 4 * group);
+                std::fprintf(stderr, "weight row %d, k %d: more than 2 nonzeros in a group of 4\n", row, k0);
                 std::exit(2);
               }
               idx[kept] = j;
@@ -273,21 +324,20 @@ Tiles make_tiles(Problem const& p) {
       }
     }
   }
-  for (int token = 0; token < p.m; ++token) {
-    int const mt = token / kTileM, r = token % kTileM;
-    for (int k = 0; k < p.k; ++k) {
-      t.b[(size_t(mt) * kt_count + k / kStageK) * kBBytes + offset_sw128(r, k % kStageK)] = p.x[size_t(token) * p.k + k];
-    }
-  }
   return t;
 }
 
-// y [m][n] read back through the tiles, the layout functions and the metadata owners: what the
-// kernel computes if the layouts hold.
+// The epilogue's arithmetic in the kernel's order (F32).
+float epilogue(Problem const& p, float acc, int token, int row) {
+  return acc * p.row_scale[row] * p.token_scale[token] + (p.bias.empty() ? 0.f : p.bias[row]);
+}
+
+// y [m][n] read back through the weight tiles, the layout functions and the metadata owners: what
+// the kernel computes if the layouts hold (B is X itself: its layout in shared memory is TMA's).
 std::vector<float> emulate(Problem const& p, Tiles const& t) {
   int const kt_count = p.k_tiles();
   std::vector<float> y(size_t(p.m) * p.n, 0.f);
-  std::vector<float> dense(p.k);
+  std::vector<float> dense(size_t(kt_count) * kStageK);
   for (int row = 0; row < p.n; ++row) {
     int const nt = row / kTileN, r = row % kTileN, wg = r / 128, rb = (r % 128) / 64, m64 = r % 64;
     std::fill(dense.begin(), dense.end(), 0.f);
@@ -305,12 +355,9 @@ std::vector<float> emulate(Problem const& p, Tiles const& t) {
       }
     }
     for (int token = 0; token < p.m; ++token) {
-      int const mt = token / kTileM, tr = token % kTileM;
       float acc = 0.f;
-      for (int k = 0; k < p.k; ++k) {
-        acc += dense[k] * from_e4m3(t.b[(size_t(mt) * kt_count + k / kStageK) * kBBytes + offset_sw128(tr, k % kStageK)]);
-      }
-      y[size_t(token) * p.n + row] = acc;
+      for (int k = 0; k < p.k; ++k) acc += dense[k] * from_e4m3(p.x[size_t(token) * p.k + k]);
+      y[size_t(token) * p.n + row] = epilogue(p, acc, token, row);
     }
   }
   return y;
@@ -324,16 +371,17 @@ std::vector<float> reference(Problem const& p) {
       for (int k = 0; k < p.k; ++k) {
         acc += double(from_e4m3(p.w[size_t(row) * p.k + k])) * from_e4m3(p.x[size_t(token) * p.k + k]);
       }
-      y[size_t(token) * p.n + row] = float(acc);
+      y[size_t(token) * p.n + row] = epilogue(p, float(acc), token, row);
     }
   }
   return y;
 }
 
-// Random 2:4 weights and activations: small integers (exact) or random full-range codes.
-Problem make_problem(int n, int m, int k, bool small_integers, uint64_t seed) {
+// Random 2:4 weights and activations: small integers with power-of-two scales and integer biases
+// (every step of the kernel's arithmetic exact in F32), or random full-range codes (timing).
+Problem make_problem(int n, int m, int k, bool small_integers, bool with_bias, uint64_t seed) {
   std::mt19937_64 rng(seed);
-  Problem p{n, m, k, std::vector<uint8_t>(size_t(n) * k, 0), std::vector<uint8_t>(size_t(m) * k)};
+  Problem p{n, m, k, std::vector<uint8_t>(size_t(n) * k, 0), std::vector<uint8_t>(size_t(m) * k), {}, {}, {}};
   auto code = [&](int limit) -> uint8_t {
     if (small_integers) return e4m3(int(rng() % (2 * limit + 1)) - limit);
     uint8_t c = uint8_t(rng() >> 56);
@@ -347,29 +395,79 @@ Problem make_problem(int n, int m, int k, bool small_integers, uint64_t seed) {
     }
   }
   for (auto& c : p.x) c = code(3);
+  for (int row = 0; row < n; ++row) p.row_scale.push_back(std::ldexp(1.f, int(rng() % 5) - 2));
+  for (int token = 0; token < m; ++token) p.token_scale.push_back(std::ldexp(1.f, int(rng() % 3) - 1));
+  if (with_bias) {
+    for (int row = 0; row < n; ++row) p.bias.push_back(float(int(rng() % 7) - 3));
+  }
   return p;
 }
 
+// Round to nearest even, as the kernel's float -> __nv_bfloat16 conversion does.
+uint16_t bf16_bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0;  // NaN
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+// The TMA description of X [m][k] E4M3 (row-major, rows k bytes apart): 128 x 128-byte boxes with
+// the 128-byte swizzle the B descriptor expects; out-of-range elements read as zeros.
+CUtensorMap make_x_map(void* x, int m, int k) {
+  PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
+  cudaDriverEntryPointQueryResult found{};
+  SPARSE_WGMMA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", reinterpret_cast<void**>(&encode),
+                                                      12000, cudaEnableDefault, &found));
+  if (found != cudaDriverEntryPointSuccess || encode == nullptr) {
+    std::fprintf(stderr, "cuTensorMapEncodeTiled: not provided by this driver\n");
+    std::exit(2);
+  }
+  CUtensorMap map{};
+  cuuint64_t const dims[2] = {cuuint64_t(k), cuuint64_t(m)};
+  cuuint64_t const strides[1] = {cuuint64_t(k)};  // bytes between rows; a multiple of 16
+  cuuint32_t const box[2] = {kStageK, kTileM};
+  cuuint32_t const element_strides[2] = {1, 1};
+  CUresult const r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, x, dims, strides, box, element_strides,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) {
+    std::fprintf(stderr, "cuTensorMapEncodeTiled(X [%d][%d]): error %d\n", m, k, int(r));
+    std::exit(2);
+  }
+  return map;
+}
+
+template <class Out>
 struct DeviceRun {
   float ms = 0, ms_min = 0, ms_max = 0;  ///< median, fastest and slowest timed launch
-  std::vector<float> y;  ///< F32 runs only
+  std::vector<Out> y;                    ///< when asked for
 };
 
+template <class T>
+T* to_device(std::vector<T> const& v) {
+  if (v.empty()) return nullptr;
+  T* d = nullptr;
+  SPARSE_WGMMA_CHECK(cudaMalloc(&d, v.size() * sizeof(T)));
+  SPARSE_WGMMA_CHECK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return d;
+}
+
 template <class Out, Schedule kSchedule>
-DeviceRun run_on_device(Problem const& p, Tiles const& t, int launches) {
+DeviceRun<Out> run_on_device(Problem const& p, Tiles const& t, int launches, bool copy_out) {
   constexpr int kSmemBytes = kSchedule.smem_bytes();
   auto* kernel = sparse_gemm<Out, kSchedule.stages, kSchedule.group, kSchedule.stagger>;
-  uint8_t *a, *e, *b;
+  uint8_t* a = to_device(t.a);
+  uint8_t* e = to_device(t.e);
+  uint8_t* x = to_device(p.x);
+  float* row_scale = to_device(p.row_scale);
+  float* token_scale = to_device(p.token_scale);
+  float* bias = to_device(p.bias);  // null without a bias
   Out* y;
   size_t const y_bytes = size_t(p.m) * p.n * sizeof(Out);
-  SPARSE_WGMMA_CHECK(cudaMalloc(&a, t.a.size()));
-  SPARSE_WGMMA_CHECK(cudaMalloc(&e, t.e.size()));
-  SPARSE_WGMMA_CHECK(cudaMalloc(&b, t.b.size()));
   SPARSE_WGMMA_CHECK(cudaMalloc(&y, y_bytes));
-  SPARSE_WGMMA_CHECK(cudaMemcpy(a, t.a.data(), t.a.size(), cudaMemcpyHostToDevice));
-  SPARSE_WGMMA_CHECK(cudaMemcpy(e, t.e.data(), t.e.size(), cudaMemcpyHostToDevice));
-  SPARSE_WGMMA_CHECK(cudaMemcpy(b, t.b.data(), t.b.size(), cudaMemcpyHostToDevice));
   SPARSE_WGMMA_CHECK(cudaMemset(y, 0xFF, y_bytes));  // NaN: an unwritten output shows
+  CUtensorMap const x_map = make_x_map(x, p.m, p.k);
   SPARSE_WGMMA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
   dim3 const grid(p.m_tiles(), p.n_tiles());
   cudaEvent_t start, stop;
@@ -378,7 +476,7 @@ DeviceRun run_on_device(Problem const& p, Tiles const& t, int launches) {
   std::vector<float> times;
   for (int i = 0; i <= launches; ++i) {  // launch 0: warm-up
     SPARSE_WGMMA_CHECK(cudaEventRecord(start));
-    kernel<<<grid, kThreads, kSmemBytes>>>(a, e, b, p.k_tiles(), p.n, p.m, y);
+    kernel<<<grid, kThreads, kSmemBytes>>>(a, e, x_map, p.k_tiles(), p.n, p.m, row_scale, token_scale, bias, y);
     SPARSE_WGMMA_CHECK(cudaGetLastError());
     SPARSE_WGMMA_CHECK(cudaEventRecord(stop));
     SPARSE_WGMMA_CHECK(cudaEventSynchronize(stop));
@@ -386,23 +484,23 @@ DeviceRun run_on_device(Problem const& p, Tiles const& t, int launches) {
     SPARSE_WGMMA_CHECK(cudaEventElapsedTime(&ms, start, stop));
     if (i > 0) times.push_back(ms);
   }
-  DeviceRun out;
+  DeviceRun<Out> out;
   if (!times.empty()) {
     std::sort(times.begin(), times.end());
     out.ms = times[times.size() / 2];
     out.ms_min = times.front();
     out.ms_max = times.back();
   }
-  if constexpr (std::is_same_v<Out, float>) {
+  if (copy_out) {
     out.y.resize(size_t(p.m) * p.n);
     SPARSE_WGMMA_CHECK(cudaMemcpy(out.y.data(), y, y_bytes, cudaMemcpyDeviceToHost));
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
-  cudaFree(a);
-  cudaFree(e);
-  cudaFree(b);
-  cudaFree(y);
+  for (void* ptr : {static_cast<void*>(a), static_cast<void*>(e), static_cast<void*>(x), static_cast<void*>(row_scale),
+                    static_cast<void*>(token_scale), static_cast<void*>(bias), static_cast<void*>(y)}) {
+    cudaFree(ptr);
+  }
   return out;
 }
 
@@ -420,6 +518,22 @@ void with_schedule(int i, F&& f, std::integer_sequence<int, I...>) {
 template <class F>
 void with_schedule(int i, F&& f) {
   with_schedule(i, f, std::make_integer_sequence<int, kScheduleCount>{});
+}
+
+// Mismatches of got against want (F32 values or BF16 bit patterns); prints the first.
+template <class T>
+size_t count_mismatches(std::vector<T> const& got, std::vector<T> const& want, int n, char const* what) {
+  size_t bad = 0, first = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (!(got[i] == want[i]) && bad++ == 0) first = i;
+  }
+  if (bad) {
+    std::printf(" %s MISMATCH (%zu of %zu; first token %zu row %zu: %g vs %g)", what, bad, want.size(), first / n,
+                first % n, double(got[first]), double(want[first]));
+  } else {
+    std::printf(" %s EXACT", what);
+  }
+  return bad;
 }
 
 }  // namespace
@@ -444,11 +558,16 @@ int main(int argc, char** argv) {
   uint64_t const seed = 20261204;
   struct Case {
     int n, m, k;
+    bool bias;
   };
-  // N and M off the tiles, k-tile counts odd (5) and even (8), one k-tile (1).
-  Case const cases[] = {{520, 200, 640}, {256, 128, 1024}, {1000, 7, 128}, {264, 1025, 384}};
+  // N and M off the tiles (N odd: the epilogue's element-wise path), k-tile counts odd (5) and
+  // even (8), one k-tile (1), K not a multiple of the 128-byte stage (400, 16: TMA's zero fill
+  // and the weight tiles' zero padding), the 1 x 1 corner, one case without a bias.
+  Case const cases[] = {{520, 200, 640, true},   {256, 128, 1024, true}, {1000, 7, 128, false},
+                        {264, 1025, 384, true},  {517, 130, 400, true},  {1, 1, 16, true}};
   bool ok = true;
-  // Host side: one check against the host model. GPU: every schedule on every case.
+  // Host side: one check against the host model. GPU: every schedule on every case, F32 out
+  // (equal to the reference) and BF16 out (equal to the reference rounded to nearest even).
   for (int sched = 0; sched < (emulate_only ? 1 : kScheduleCount); ++sched) {
     if (!emulate_only && !wanted(sched)) continue;
     if (!emulate_only) {
@@ -456,24 +575,23 @@ int main(int argc, char** argv) {
                   kSchedules[sched].group, int(kSchedules[sched].stagger));
     }
     for (Case const& c : cases) {
-      Problem const p = make_problem(c.n, c.m, c.k, true, seed + c.n);
+      Problem const p = make_problem(c.n, c.m, c.k, true, c.bias, seed + c.n);
       Tiles const t = make_tiles(p);
       std::vector<float> const ref = reference(p);
-      std::vector<float> got;
+      std::printf("  exactness N=%d M=%d K=%d%s (seed %llu):", c.n, c.m, c.k, c.bias ? "" : " no bias",
+                  static_cast<unsigned long long>(seed + c.n));
+      size_t bad = 0;
       if (emulate_only) {
-        got = emulate(p, t);
+        bad += count_mismatches(emulate(p, t), ref, c.n, "host model");
       } else {
-        with_schedule(sched, [&]<Schedule kS>() { got = run_on_device<float, kS>(p, t, 0).y; });
-      }
-      size_t bad = 0, first = 0;
-      for (size_t i = 0; i < ref.size(); ++i) {
-        if (!(got[i] == ref[i]) && bad++ == 0) first = i;
-      }
-      std::printf("  exactness N=%d M=%d K=%d (seed %llu): %s", c.n, c.m, c.k,
-                  static_cast<unsigned long long>(seed + c.n), bad ? "MISMATCH" : "EXACT");
-      if (bad) {
-        std::printf(" (%zu of %zu; first token %zu row %zu: %g vs %g)", bad, ref.size(), first / c.n, first % c.n,
-                    got[first], ref[first]);
+        with_schedule(sched, [&]<Schedule kS>() {
+          bad += count_mismatches(run_on_device<float, kS>(p, t, 0, true).y, ref, c.n, "F32");
+          std::vector<__nv_bfloat16> const got = run_on_device<__nv_bfloat16, kS>(p, t, 0, true).y;
+          std::vector<uint16_t> got_bits(got.size()), want_bits(ref.size());
+          std::memcpy(got_bits.data(), got.data(), got.size() * 2);
+          for (size_t i = 0; i < ref.size(); ++i) want_bits[i] = bf16_bits(ref[i]);
+          bad += count_mismatches(got_bits, want_bits, c.n, "BF16");
+        });
       }
       std::printf("\n");
       ok = ok && bad == 0;
@@ -481,15 +599,15 @@ int main(int argc, char** argv) {
   }
   if (!emulate_only && ok) {
     int const n = 37888, m = 4096, k = 3584;  // Qwen2.5-7B gate_up, prefill of 4096 tokens
-    Problem const p = make_problem(n, m, k, false, seed);
+    Problem const p = make_problem(n, m, k, false, false, seed);
     Tiles const t = make_tiles(p);
-    std::printf("timing N=%d M=%d K=%d, random E4M3, BF16 out, median [min, max] of 10 launches after a warm-up; "
-                "TFLOP/s of the dense-equivalent problem, %% of the 3958 sparse FP8 peak (CUTLASS 2:4 on the "
-                "H200: 639 us, 1740):\n", n, m, k);
+    std::printf("timing N=%d M=%d K=%d, random E4M3, scaled BF16 out, median [min, max] of 10 launches after a "
+                "warm-up; TFLOP/s of the dense-equivalent problem, %% of the 3958 sparse FP8 peak (CUTLASS 2:4 "
+                "with its fused epilogue on the H200: 639 us, 1740):\n", n, m, k);
     for (int sched = 0; sched < kScheduleCount; ++sched) {
       if (!wanted(sched)) continue;
-      DeviceRun r;
-      with_schedule(sched, [&]<Schedule kS>() { r = run_on_device<__nv_bfloat16, kS>(p, t, 10); });
+      DeviceRun<__nv_bfloat16> r;
+      with_schedule(sched, [&]<Schedule kS>() { r = run_on_device<__nv_bfloat16, kS>(p, t, 10, false); });
       double const tflops = 2.0 * n * m * k / (r.ms * 1e-3) / 1e12;
       std::printf("  schedule %d (stages %d, group %d, stagger %d): %.1f us [%.1f, %.1f], %.0f TFLOP/s, %.1f %%\n",
                   sched, kSchedules[sched].stages, kSchedules[sched].group, int(kSchedules[sched].stagger),

@@ -86,12 +86,18 @@ inline int offset_sw128(int row, int byte) {
 
 /// Which of the warpgroup's 128 threads holds the metadata of (row m in 0..63, group of four g
 /// in 0..15) of one m64 x k64 sparse instruction, and in which 4-bit nibble of its word (the two
-/// kept indices: the first in bits 0-1, the second in bits 2-3). Formula "H0" of
-/// bench_wgmma_sp_layout: warp m / 16 (the rows of its accumulators), lane 4 (m % 8) + g / 4,
-/// nibble g % 4 + 4 ((m % 16) / 8). Unverified until that program passes on a GPU.
+/// kept indices: the first in bits 0-1, the second in bits 2-3). Formula "C0", read off
+/// CUTLASS's E (metadata) layout for the 64 x 64 sparse FP8 GMMA atom
+/// (cute/atom/mma_traits_sm90_gmma_sparse.hpp, ELayout_64x64): thread t = 32 w + l holds one row,
+/// 16 w + l / 4 + 8 (l % 2), and one K half, the eight groups 8 ((l / 2) % 2) .. +7, group g in
+/// nibble g % 8. (An earlier reading of the PTX figures, "H0": rows m and m + 8 in one thread,
+/// four groups each — bench_wgmma_sp_layout still tests it as a candidate.) Unverified until that
+/// program passes on a GPU.
 struct MetaSlot {
   int thread, nibble;
 };
-inline MetaSlot meta_slot(int m, int g) { return {32 * (m / 16) + 4 * (m % 8) + g / 4, g % 4 + 4 * ((m % 16) / 8)}; }
+inline MetaSlot meta_slot(int m, int g) {
+  return {32 * (m / 16) + 4 * (m % 8) + (m % 16) / 8 + 2 * (g / 8), g % 8};
+}
 
 }  // namespace slidesparse::bench::sparse_wgmma

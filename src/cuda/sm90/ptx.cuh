@@ -67,6 +67,24 @@ __device__ __forceinline__ void bulk_copy_g2s(void* smem_dst, void const* gmem_s
       : "memory");
 }
 
+/// Loads the 2-D box whose first element is at (x, y) — x the inner (contiguous) coordinate — of
+/// the tensor described by `tensor_map` (a CUtensorMap in a __grid_constant__ kernel parameter or
+/// in global memory) into shared memory, in the map's swizzle; elements outside the tensor arrive
+/// as zeros and count towards the box's bytes on `bar` (complete_tx) like the others.
+__device__ __forceinline__ void tma_load_2d(void* smem_dst, void const* tensor_map, int x, int y, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::
+          "r"(smem_u32(smem_dst)),
+      "l"(reinterpret_cast<uint64_t>(tensor_map)), "r"(x), "r"(y), "r"(smem_u32(bar))
+      : "memory");
+}
+
+/// Synchronizes the `threads` threads (a multiple of 32) that use named barrier `id` (1..15;
+/// 0 is __syncthreads') — a subset of the block, e.g. the consumer warpgroups only.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+
 // ---------------------------------------------------------------------------------------------
 // wgmma
 // ---------------------------------------------------------------------------------------------
