@@ -100,6 +100,31 @@ __device__ __forceinline__ void wgmma_wait_pending(int pending) {
   }
 }
 
+// The producer's wait for the consumers to hand back a stage, which gives up: a first run on a
+// GPU that hangs (a byte count or an arrival count that never completes, or a wgmma that never
+// retires) records in host memory which k-tile's stage never came back (mapped memory stays
+// readable after the trap leaves the context unusable) and traps, after seconds. Only the
+// producer (40 registers) checks: the consumers' waits stay plain, since every live register
+// there counts (128 accumulators, up to 16 metadata words, 168 registers at 384 threads; one
+// more and ptxas serializes the G = 4 schedule, C7512). No printf: a call makes ptxas
+// serialize every wgmma of the kernel (C7510).
+struct HangReport {
+  unsigned block_x, block_y, k_tile_plus_one;  // 0: no report
+};
+__device__ HangReport* g_hang_report;  // mapped host memory, set once by the host
+
+__device__ __forceinline__ void wait_released_or_trap(uint64_t* bar, uint32_t parity, int k_tile) {
+  // Counting tries: each waits up to a hardware time limit, so 2^26 tries are seconds.
+  for (unsigned tries = 0; !mbarrier_try_wait(bar, parity);) {
+    if (++tries == (1u << 26)) {
+      volatile HangReport* r = g_hang_report;
+      r->block_x = blockIdx.x, r->block_y = blockIdx.y, r->k_tile_plus_one = unsigned(k_tile) + 1;
+      __threadfence_system();
+      __trap();
+    }
+  }
+}
+
 // Word w (= row block * 2 + K half) of a thread's metadata for one stage.
 __device__ __forceinline__ uint32_t word(uint4 const& m, int w) {
   return w == 0 ? m.x : w == 1 ? m.y : w == 2 ? m.z : m.w;
@@ -125,7 +150,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   static_assert(Schedule{kStages, kGroup, kStagger}.smem_bytes() <= 227 * 1024, "shared memory ring too deep");
   static_assert(2 * 128 * kStagePitch * sizeof(float) <= kStages * kStageBytes, "epilogue staging exceeds the ring");
   extern __shared__ __align__(1024) uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  // Aligned to 1024 (the 128-byte swizzle's atom) by an offset, not through an integer cast,
+  // so that the compiler still knows it is shared memory (LDS/STS, not generic loads).
+  uint8_t* smem = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
   uint64_t* empty = full + kStages;
   int const m_tile = blockIdx.x, n_tile = blockIdx.y;  // tokens fastest: neighbours share A tiles in L2
@@ -146,7 +173,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       uint8_t const* e = e_tiles + size_t(n_tile) * k_tiles * kEBytes;
       for (int kt = 0; kt < k_tiles; ++kt) {
         int const s = kt % kStages;
-        if (kt >= kStages) mbarrier_wait(&empty[s], ((kt / kStages) - 1) & 1);
+        if (kt >= kStages) wait_released_or_trap(&empty[s], ((kt / kStages) - 1) & 1, kt - kStages);
         uint8_t* stage = smem + s * kStageBytes;
         mbarrier_arrive_expect_tx(&full[s], kStageBytes);
         bulk_copy_g2s(stage, a + size_t(kt) * kABytes, kABytes, &full[s]);
@@ -154,6 +181,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         // quant+lift kernel writes it), 128-byte swizzle; beyond m or k the box reads zeros.
         tma_load_2d(stage + kABytes, &x_map, kt * kStageK, m_tile * kTileM, &full[s]);
         bulk_copy_g2s(stage + kABytes + kBBytes, e + size_t(kt) * kEBytes, kEBytes, &full[s]);
+      }
+      // Watchdog only: wait until the last stages come back too (the release of k-tile kt
+      // completes phase kt / kStages of its slot's empty barrier).
+      for (int kt = max(0, k_tiles - kStages); kt < k_tiles; ++kt) {
+        wait_released_or_trap(&empty[kt % kStages], (kt / kStages) & 1, kt);
       }
     }
     return;
@@ -453,6 +485,33 @@ T* to_device(std::vector<T> const& v) {
   return d;
 }
 
+// Host side of wait_or_trap: the report lives in mapped pinned memory, cleared before each launch.
+HangReport* hang_report() {
+  static HangReport* host = [] {
+    HangReport* h = nullptr;
+    SPARSE_WGMMA_CHECK(cudaHostAlloc(&h, sizeof(HangReport), cudaHostAllocMapped));
+    HangReport* d = nullptr;
+    SPARSE_WGMMA_CHECK(cudaHostGetDevicePointer(&d, h, 0));
+    SPARSE_WGMMA_CHECK(cudaMemcpyToSymbol(g_hang_report, &d, sizeof(d)));
+    return h;
+  }();
+  return host;
+}
+
+// cudaEventSynchronize after a launch; on failure, says what the kernel recorded first.
+void sync_launch(cudaEvent_t stop) {
+  cudaError_t const err = cudaEventSynchronize(stop);
+  if (err == cudaSuccess) return;
+  HangReport const volatile* r = hang_report();  // written by the device behind the compiler's back
+  if (r->k_tile_plus_one != 0) {
+    std::fprintf(stderr, "sparse_gemm: block (%u, %u): the consumers never handed back the stage of k-tile %u "
+                 "(a full barrier that never completed, or a wgmma that never retired)\n",
+                 r->block_x, r->block_y, r->k_tile_plus_one - 1);
+  }
+  std::fprintf(stderr, "sparse_gemm launch: %s\n", cudaGetErrorString(err));
+  std::exit(2);
+}
+
 template <class Out, Schedule kSchedule>
 DeviceRun<Out> run_on_device(Problem const& p, Tiles const& t, int launches, bool copy_out) {
   constexpr int kSmemBytes = kSchedule.smem_bytes();
@@ -474,12 +533,13 @@ DeviceRun<Out> run_on_device(Problem const& p, Tiles const& t, int launches, boo
   SPARSE_WGMMA_CHECK(cudaEventCreate(&start));
   SPARSE_WGMMA_CHECK(cudaEventCreate(&stop));
   std::vector<float> times;
+  *hang_report() = HangReport{};
   for (int i = 0; i <= launches; ++i) {  // launch 0: warm-up
     SPARSE_WGMMA_CHECK(cudaEventRecord(start));
     kernel<<<grid, kThreads, kSmemBytes>>>(a, e, x_map, p.k_tiles(), p.n, p.m, row_scale, token_scale, bias, y);
     SPARSE_WGMMA_CHECK(cudaGetLastError());
     SPARSE_WGMMA_CHECK(cudaEventRecord(stop));
-    SPARSE_WGMMA_CHECK(cudaEventSynchronize(stop));
+    sync_launch(stop);
     float ms = 0;
     SPARSE_WGMMA_CHECK(cudaEventElapsedTime(&ms, start, stop));
     if (i > 0) times.push_back(ms);
@@ -540,6 +600,7 @@ size_t count_mismatches(std::vector<T> const& got, std::vector<T> const& want, i
 
 /// Usage: bench_sparse_gemm_proto [--emulate | --schedule I]
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a run killed by a timeout keeps what it printed
   bool emulate_only = false;
   int only = -1;  // --schedule I: that schedule alone (for a profiler run)
   if (argc == 3 && std::strcmp(argv[1], "--schedule") == 0) {

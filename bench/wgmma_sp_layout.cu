@@ -359,6 +359,7 @@ bool check_instruction(Device& dev, Mapping const& map, bool swap_indices, unsig
 /// Usage: bench_wgmma_sp_layout [--emulate]  (--emulate: against the host model of the assumed
 /// layouts instead of the GPU).
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a run killed by a timeout keeps what it printed
   bool emulate_only = false;
   if (!parse_emulate(argc, argv, emulate_only)) return 2;
   if (emulate_only) {
