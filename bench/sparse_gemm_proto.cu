@@ -1,8 +1,9 @@
 /// \file sparse_gemm_proto.cu
-/// \brief Prototype of a hand-written Hopper 2:4 FP8 GEMM for SlideSparse, the step
+/// \brief Prototype of a hand-written Hopper 2:4 FP8 / INT8 GEMM for SlideSparse, the step
 /// docs/PERFORMANCE.md ("What the next kernel step would change") proposes; not wired into the
 /// library. y[token][n] = Out(row_scale[n] token_scale[token] sum_k W[n][k] X[token][k] + bias[n])
-/// with W 2:4 along K (the lifted weight) — a SlideSparse layer's GEMM and epilogue. What it
+/// with W 2:4 along K (the lifted weight) — a SlideSparse W8A8 layer's GEMM and epilogue, in the
+/// library's order and rounding (cutlass_gemm.hpp), E4M3 (F32 accumulators) or INT8 (INT32). What it
 /// changes against CUTLASS's sparse kernels:
 ///   - 256 x 128 CTA tiles (weight rows x tokens): two consumer warpgroups of 128 rows, each two
 ///     m64n128k64 sparse instructions per K = 64, so every B byte loaded from L2 feeds 256 rows;
@@ -130,17 +131,24 @@ __device__ __forceinline__ uint32_t word(uint4 const& m, int w) {
   return w == 0 ? m.x : w == 1 ? m.y : w == 2 ? m.z : m.w;
 }
 
-/// Epilogue staging: a warpgroup's 128 rows x 128 tokens of acc * row_scale in F32, stored
+/// Operand type of both operands: FP8 E4M3 (F32 accumulators) or INT8 (INT32 accumulators).
+enum class Operand : int { kE4M3, kS8 };
+template <Operand kIn>
+using Accumulator = std::conditional_t<kIn == Operand::kE4M3, float, int32_t>;
+
+/// Epilogue staging: a warpgroup's 128 rows x 128 tokens of accumulators as F32, stored
 /// [token][row] with each token's row padded by 4 floats, so that the fragment stores (a warp's
 /// lanes: 8 rows x 4 tokens two apart, 2 x 132 = 264 = 8 mod 32 words between those tokens) hit
 /// 32 different banks, and every token's 128 outputs leave as one contiguous run of y.
 constexpr int kStagePitch = 128 + 4;  // floats per token row
-// y[token][row] = Out(acc * row_scale[row] * token_scale[token] + bias[row]) — the per-channel
-// weight scale, the per-token activation scale and the bias of a SlideSparse layer, applied to
-// the F32 accumulator once, with one rounding to Out. bias may be null.
+// y[token][row] = Out(((acc * token_scale[token]) * row_scale[row]) + bias[row]) — the per-token
+// activation scale, the per-channel weight scale and the bias of a SlideSparse layer in the
+// library's order (cutlass_gemm.hpp, core/epilogue.hpp), each product and sum rounded on its own
+// (no contraction: __fmul_rn / __fadd_rn), INT32 accumulators converted to F32 first, then one
+// rounding to Out. bias may be null.
 // Out: float (the exactness checks) or __nv_bfloat16 (the timing: the output a layer writes).
 // (The schedule travels as three template arguments: nvcc's host stubs reject class-type ones.)
-template <class Out, int kStages, int kGroup, bool kStagger>
+template <Operand kIn, class Out, int kStages, int kGroup, bool kStagger>
 __global__ void __launch_bounds__(kThreads, 1)
     sparse_gemm(uint8_t const* __restrict__ a_tiles, uint8_t const* __restrict__ e_tiles,
                 __grid_constant__ CUtensorMap const x_map, int k_tiles, int n, int m,
@@ -195,11 +203,11 @@ __global__ void __launch_bounds__(kThreads, 1)
   int const wg = warpgroup - 1;           // rows [128 wg, 128 wg + 128) of the tile
   int const ct = threadIdx.x - 128;       // consumer thread 0..255
   int const t = threadIdx.x % 128;        // thread within the warpgroup
-  float acc[2][64];
+  Accumulator<kIn> acc[2][64];
 #pragma unroll
   for (int r = 0; r < 2; ++r)
 #pragma unroll
-    for (int i = 0; i < 64; ++i) acc[r][i] = 0.f;
+    for (int i = 0; i < 64; ++i) acc[r][i] = 0;
 
   // Stages [kt, kt + G): wait for all of them and load their metadata (one 16-byte shared load
   // per thread and stage), then issue their batches back to back, one commit group per stage,
@@ -228,7 +236,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int kh = 0; kh < 2; ++kh) {
           uint64_t const da = smem_desc(a_base + rb * 64 * 64 + kh * 32, 512, kSwizzle64);
           uint64_t const db = smem_desc(b_base + kh * 64, 1024, kSwizzle128);
-          wgmma_sparse_ss_n128(acc[rb], da, db, word(meta[j], rb * 2 + kh));
+          if constexpr (kIn == Operand::kE4M3) {
+            wgmma_sparse_ss_n128(acc[rb], da, db, word(meta[j], rb * 2 + kh));
+          } else {
+            wgmma_sparse_ss_n128_s8(acc[rb], da, db, word(meta[j], rb * 2 + kh));
+          }
         }
       }
       wgmma_commit();
@@ -250,8 +262,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   fence_accumulators(acc[1]);
 
   // Epilogue, in two passes so that few values are live at once (the 128 accumulators already
-  // fill most of the registers): the fragments times the row scale into shared memory, then each
-  // token's row of 128 outputs times its token scale, plus the bias, out to y. Both consumer
+  // fill most of the registers): the fragments into shared memory as F32, then each token's row
+  // of 128 outputs scaled, biased and rounded on the way out to y. Both consumer
   // warpgroups must be done reading the ring before either overwrites it (every stage the
   // producer filled has been consumed by then).
   named_barrier_sync(1, 256);
@@ -266,10 +278,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       int const r = rb * 64 + 16 * warp + lane / 4 + 8 * h;
-      float const rs = r < rows_here ? row_scale[row0 + r] : 0.f;
 #pragma unroll
       for (int i = 0; i < 64; ++i) {
-        if ((i / 2) % 2 == h) staged[(8 * (i / 4) + 2 * (lane % 4) + i % 2) * kStagePitch + r] = acc[rb][i] * rs;
+        if ((i / 2) % 2 == h) {
+          // INT32 -> F32 rounds to nearest (exact below 2^24), as CUTLASS's epilogue converts.
+          float const v = kIn == Operand::kE4M3 ? float(acc[rb][i]) : __int2float_rn(int(acc[rb][i]));
+          staged[(8 * (i / 4) + 2 * (lane % 4) + i % 2) * kStagePitch + r] = v;
+        }
       }
     }
   }
@@ -284,8 +299,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       int const row = row0 + r + j;
-      float const b = bias != nullptr && r + j < rows_here ? bias[row] : 0.f;
-      out[j] = static_cast<Out>(staged[tok * kStagePitch + r + j] * ts + b);
+      bool const inside = r + j < rows_here;
+      float const rs = inside ? row_scale[row] : 0.f;
+      float const b = bias != nullptr && inside ? bias[row] : 0.f;
+      out[j] = static_cast<Out>(__fadd_rn(__fmul_rn(__fmul_rn(staged[tok * kStagePitch + r + j], ts), rs), b));
     }
     Out* dst = &y[size_t(token0 + tok) * n + row0 + r];
     if (vector_rows) {
@@ -300,12 +317,15 @@ __global__ void __launch_bounds__(kThreads, 1)
 // ---- host: weight tiling (load time), the host model, the reference -------------------------
 
 struct Problem {
+  Operand in;
   int n, m, k;  // k a multiple of 16 (TMA's row-stride rule; the lifted K' is), any number of k-tiles
-  std::vector<uint8_t> w, x;  // E4M3 codes, row-major [n][k] (2:4 along k) and [m][k]
+  std::vector<uint8_t> w, x;  // E4M3 codes or INT8 bytes, row-major [n][k] (2:4 along k) and [m][k]
   std::vector<float> row_scale, token_scale, bias;  // [n], [m], [n]
   int n_tiles() const { return (n + kTileN - 1) / kTileN; }
   int m_tiles() const { return (m + kTileM - 1) / kTileM; }
   int k_tiles() const { return (k + kStageK - 1) / kStageK; }
+  float value(uint8_t code) const { return in == Operand::kE4M3 ? from_e4m3(code) : float(int8_t(code)); }
+  bool nonzero(uint8_t code) const { return in == Operand::kE4M3 ? (code & 0x7F) != 0 : code != 0; }
 };
 
 struct Tiles {
@@ -332,7 +352,7 @@ Tiles make_tiles(Problem const& p) {
         if (row < p.n && k0 < p.k) {
           uint8_t const* src = &p.w[size_t(row) * p.k + k0];
           for (int j = 0; j < 4; ++j) {
-            if (src[j] & 0x7F) {
+            if (p.nonzero(src[j])) {
               if (kept == 2) {
                 std::fprintf(stderr, "weight row %d, k %d: more than 2 nonzeros in a group of 4\n", row, k0);
                 std::exit(2);
@@ -359,9 +379,10 @@ Tiles make_tiles(Problem const& p) {
   return t;
 }
 
-// The epilogue's arithmetic in the kernel's order (F32).
+// The epilogue's arithmetic in the kernel's order (F32, each step rounded; g++ on x86-64 does
+// not contract without -mfma).
 float epilogue(Problem const& p, float acc, int token, int row) {
-  return acc * p.row_scale[row] * p.token_scale[token] + (p.bias.empty() ? 0.f : p.bias[row]);
+  return ((acc * p.token_scale[token]) * p.row_scale[row]) + (p.bias.empty() ? 0.f : p.bias[row]);
 }
 
 // y [m][n] read back through the weight tiles, the layout functions and the metadata owners: what
@@ -382,13 +403,13 @@ std::vector<float> emulate(Problem const& p, Tiles const& t) {
         uint32_t const bits = (e[(wg * 128 + slot.thread) * 4 + rb * 2 + half] >> (4 * slot.nibble)) & 0xF;
         int const idx[2] = {int(bits & 3), int(bits >> 2)};
         for (int j = 0; j < 2; ++j) {
-          dense[kt * kStageK + 4 * group + idx[j]] += from_e4m3(a[offset_sw64(r, half * 32 + 2 * g + j)]);
+          dense[kt * kStageK + 4 * group + idx[j]] += p.value(a[offset_sw64(r, half * 32 + 2 * g + j)]);
         }
       }
     }
     for (int token = 0; token < p.m; ++token) {
       float acc = 0.f;
-      for (int k = 0; k < p.k; ++k) acc += dense[k] * from_e4m3(p.x[size_t(token) * p.k + k]);
+      for (int k = 0; k < p.k; ++k) acc += dense[k] * p.value(p.x[size_t(token) * p.k + k]);
       y[size_t(token) * p.n + row] = epilogue(p, acc, token, row);
     }
   }
@@ -401,7 +422,7 @@ std::vector<float> reference(Problem const& p) {
     for (int row = 0; row < p.n; ++row) {
       double acc = 0;
       for (int k = 0; k < p.k; ++k) {
-        acc += double(from_e4m3(p.w[size_t(row) * p.k + k])) * from_e4m3(p.x[size_t(token) * p.k + k]);
+        acc += double(p.value(p.w[size_t(row) * p.k + k])) * p.value(p.x[size_t(token) * p.k + k]);
       }
       y[size_t(token) * p.n + row] = epilogue(p, float(acc), token, row);
     }
@@ -411,12 +432,16 @@ std::vector<float> reference(Problem const& p) {
 
 // Random 2:4 weights and activations: small integers with power-of-two scales and integer biases
 // (every step of the kernel's arithmetic exact in F32), or random full-range codes (timing).
-Problem make_problem(int n, int m, int k, bool small_integers, bool with_bias, uint64_t seed) {
+Problem make_problem(Operand in, int n, int m, int k, bool small_integers, bool with_bias, uint64_t seed) {
   std::mt19937_64 rng(seed);
-  Problem p{n, m, k, std::vector<uint8_t>(size_t(n) * k, 0), std::vector<uint8_t>(size_t(m) * k), {}, {}, {}};
+  Problem p{in, n, m, k, std::vector<uint8_t>(size_t(n) * k, 0), std::vector<uint8_t>(size_t(m) * k), {}, {}, {}};
   auto code = [&](int limit) -> uint8_t {
-    if (small_integers) return e4m3(int(rng() % (2 * limit + 1)) - limit);
+    if (small_integers) {
+      int const v = int(rng() % (2 * limit + 1)) - limit;
+      return in == Operand::kE4M3 ? e4m3(v) : uint8_t(int8_t(v));
+    }
     uint8_t c = uint8_t(rng() >> 56);
+    if (in == Operand::kS8) return c;
     return (c & 0x7F) == 0x7F ? uint8_t(c ^ 1) : c;  // no NaN codes
   };
   constexpr int kPairs[6][2] = {{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}, {2, 3}};
@@ -512,10 +537,10 @@ void sync_launch(cudaEvent_t stop) {
   std::exit(2);
 }
 
-template <class Out, Schedule kSchedule>
+template <Operand kIn, class Out, Schedule kSchedule>
 DeviceRun<Out> run_on_device(Problem const& p, Tiles const& t, int launches, bool copy_out) {
   constexpr int kSmemBytes = kSchedule.smem_bytes();
-  auto* kernel = sparse_gemm<Out, kSchedule.stages, kSchedule.group, kSchedule.stagger>;
+  auto* kernel = sparse_gemm<kIn, Out, kSchedule.stages, kSchedule.group, kSchedule.stagger>;
   uint8_t* a = to_device(t.a);
   uint8_t* e = to_device(t.e);
   uint8_t* x = to_device(p.x);
@@ -596,6 +621,74 @@ size_t count_mismatches(std::vector<T> const& got, std::vector<T> const& want, i
   return bad;
 }
 
+// Exactness of every schedule (or the host model) on the awkward cases, then the gate_up timing,
+// for one operand type; false on any mismatch.
+template <Operand kIn>
+bool check_and_time(bool emulate_only, int only) {
+  auto const wanted = [&](int sched) { return only < 0 || sched == only; };
+  uint64_t const seed = 20261204;
+  struct Case {
+    int n, m, k;
+    bool bias;
+  };
+  // N and M off the tiles (N odd: the epilogue's element-wise path), k-tile counts odd (5) and
+  // even (8), one k-tile (1), K not a multiple of the 128-byte stage (400, 16: TMA's zero fill
+  // and the weight tiles' zero padding), the 1 x 1 corner, one case without a bias.
+  Case const cases[] = {{520, 200, 640, true},   {256, 128, 1024, true}, {1000, 7, 128, false},
+                        {264, 1025, 384, true},  {517, 130, 400, true},  {1, 1, 16, true}};
+  bool ok = true;
+  char const* const name = kIn == Operand::kE4M3 ? "FP8 E4M3" : "INT8";
+  // Host side: one check against the host model. GPU: every schedule on every case, F32 out
+  // (equal to the reference) and BF16 out (equal to the reference rounded to nearest even).
+  for (int sched = 0; sched < (emulate_only ? 1 : kScheduleCount); ++sched) {
+    if (!emulate_only && !wanted(sched)) continue;
+    if (!emulate_only) {
+      std::printf("%s, schedule %d: stages %d, group %d, stagger %d\n", name, sched, kSchedules[sched].stages,
+                  kSchedules[sched].group, int(kSchedules[sched].stagger));
+    }
+    for (Case const& c : cases) {
+      Problem const p = make_problem(kIn, c.n, c.m, c.k, true, c.bias, seed + c.n);
+      Tiles const t = make_tiles(p);
+      std::vector<float> const ref = reference(p);
+      std::printf("  %s exactness N=%d M=%d K=%d%s (seed %llu):", name, c.n, c.m, c.k, c.bias ? "" : " no bias",
+                  static_cast<unsigned long long>(seed + c.n));
+      size_t bad = 0;
+      if (emulate_only) {
+        bad += count_mismatches(emulate(p, t), ref, c.n, "host model");
+      } else {
+        with_schedule(sched, [&]<Schedule kS>() {
+          bad += count_mismatches(run_on_device<kIn, float, kS>(p, t, 0, true).y, ref, c.n, "F32");
+          std::vector<__nv_bfloat16> const got = run_on_device<kIn, __nv_bfloat16, kS>(p, t, 0, true).y;
+          std::vector<uint16_t> got_bits(got.size()), want_bits(ref.size());
+          std::memcpy(got_bits.data(), got.data(), got.size() * 2);
+          for (size_t i = 0; i < ref.size(); ++i) want_bits[i] = bf16_bits(ref[i]);
+          bad += count_mismatches(got_bits, want_bits, c.n, "BF16");
+        });
+      }
+      std::printf("\n");
+      ok = ok && bad == 0;
+    }
+  }
+  if (!emulate_only && ok) {
+    int const n = 37888, m = 4096, k = 3584;  // Qwen2.5-7B gate_up, prefill of 4096 tokens
+    Problem const p = make_problem(kIn, n, m, k, false, false, seed);
+    Tiles const t = make_tiles(p);
+    std::printf("%s timing N=%d M=%d K=%d, random codes, scaled BF16 out, median [min, max] of 10 launches after "
+                "a warm-up; TFLOP/s (TOP/s) of the dense-equivalent problem, %% of the 3958 sparse peak (CUTLASS "
+                "2:4 FP8 with its fused epilogue on the H200: 639 us, 1740):\n", name, n, m, k);
+    for (int sched = 0; sched < kScheduleCount; ++sched) {
+      if (!wanted(sched)) continue;
+      DeviceRun<__nv_bfloat16> r;
+      with_schedule(sched, [&]<Schedule kS>() { r = run_on_device<kIn, __nv_bfloat16, kS>(p, t, 10, false); });
+      double const tflops = 2.0 * n * m * k / (r.ms * 1e-3) / 1e12;
+      std::printf("  %s schedule %d (stages %d, group %d, stagger %d): %.1f us [%.1f, %.1f], %.0f TFLOP/s, %.1f %%\n",
+                  name, sched, kSchedules[sched].stages, kSchedules[sched].group, int(kSchedules[sched].stagger),
+                  r.ms * 1e3, r.ms_min * 1e3, r.ms_max * 1e3, tflops, 100.0 * tflops / 3958.0);
+    }
+  }
+  return ok;
+}
+
 }  // namespace
 
 /// Usage: bench_sparse_gemm_proto [--emulate | --schedule I]
@@ -614,66 +707,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "   or: %s --schedule I (0..%d)\n", argv[0], kScheduleCount - 1);
     return 2;
   }
-  auto const wanted = [&](int sched) { return only < 0 || sched == only; };
   if (!emulate_only && !have_sm90("sparse_gemm_proto")) return 0;
-  uint64_t const seed = 20261204;
-  struct Case {
-    int n, m, k;
-    bool bias;
-  };
-  // N and M off the tiles (N odd: the epilogue's element-wise path), k-tile counts odd (5) and
-  // even (8), one k-tile (1), K not a multiple of the 128-byte stage (400, 16: TMA's zero fill
-  // and the weight tiles' zero padding), the 1 x 1 corner, one case without a bias.
-  Case const cases[] = {{520, 200, 640, true},   {256, 128, 1024, true}, {1000, 7, 128, false},
-                        {264, 1025, 384, true},  {517, 130, 400, true},  {1, 1, 16, true}};
   bool ok = true;
-  // Host side: one check against the host model. GPU: every schedule on every case, F32 out
-  // (equal to the reference) and BF16 out (equal to the reference rounded to nearest even).
-  for (int sched = 0; sched < (emulate_only ? 1 : kScheduleCount); ++sched) {
-    if (!emulate_only && !wanted(sched)) continue;
-    if (!emulate_only) {
-      std::printf("schedule %d: stages %d, group %d, stagger %d\n", sched, kSchedules[sched].stages,
-                  kSchedules[sched].group, int(kSchedules[sched].stagger));
-    }
-    for (Case const& c : cases) {
-      Problem const p = make_problem(c.n, c.m, c.k, true, c.bias, seed + c.n);
-      Tiles const t = make_tiles(p);
-      std::vector<float> const ref = reference(p);
-      std::printf("  exactness N=%d M=%d K=%d%s (seed %llu):", c.n, c.m, c.k, c.bias ? "" : " no bias",
-                  static_cast<unsigned long long>(seed + c.n));
-      size_t bad = 0;
-      if (emulate_only) {
-        bad += count_mismatches(emulate(p, t), ref, c.n, "host model");
-      } else {
-        with_schedule(sched, [&]<Schedule kS>() {
-          bad += count_mismatches(run_on_device<float, kS>(p, t, 0, true).y, ref, c.n, "F32");
-          std::vector<__nv_bfloat16> const got = run_on_device<__nv_bfloat16, kS>(p, t, 0, true).y;
-          std::vector<uint16_t> got_bits(got.size()), want_bits(ref.size());
-          std::memcpy(got_bits.data(), got.data(), got.size() * 2);
-          for (size_t i = 0; i < ref.size(); ++i) want_bits[i] = bf16_bits(ref[i]);
-          bad += count_mismatches(got_bits, want_bits, c.n, "BF16");
-        });
-      }
-      std::printf("\n");
-      ok = ok && bad == 0;
-    }
-  }
-  if (!emulate_only && ok) {
-    int const n = 37888, m = 4096, k = 3584;  // Qwen2.5-7B gate_up, prefill of 4096 tokens
-    Problem const p = make_problem(n, m, k, false, false, seed);
-    Tiles const t = make_tiles(p);
-    std::printf("timing N=%d M=%d K=%d, random E4M3, scaled BF16 out, median [min, max] of 10 launches after a "
-                "warm-up; TFLOP/s of the dense-equivalent problem, %% of the 3958 sparse FP8 peak (CUTLASS 2:4 "
-                "with its fused epilogue on the H200: 639 us, 1740):\n", n, m, k);
-    for (int sched = 0; sched < kScheduleCount; ++sched) {
-      if (!wanted(sched)) continue;
-      DeviceRun<__nv_bfloat16> r;
-      with_schedule(sched, [&]<Schedule kS>() { r = run_on_device<__nv_bfloat16, kS>(p, t, 10, false); });
-      double const tflops = 2.0 * n * m * k / (r.ms * 1e-3) / 1e12;
-      std::printf("  schedule %d (stages %d, group %d, stagger %d): %.1f us [%.1f, %.1f], %.0f TFLOP/s, %.1f %%\n",
-                  sched, kSchedules[sched].stages, kSchedules[sched].group, int(kSchedules[sched].stagger),
-                  r.ms * 1e3, r.ms_min * 1e3, r.ms_max * 1e3, tflops, 100.0 * tflops / 3958.0);
-    }
+  for (Operand in : {Operand::kE4M3, Operand::kS8}) {
+    ok = (in == Operand::kE4M3 ? check_and_time<Operand::kE4M3>(emulate_only, only)
+                               : check_and_time<Operand::kS8>(emulate_only, only)) && ok;
   }
   std::printf("sparse_gemm_proto: %s\n", ok ? "PASS" : "FAIL");
   return ok ? 0 : 1;

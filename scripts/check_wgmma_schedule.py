@@ -3,13 +3,15 @@
 asks for (bench/sparse_gemm_proto.cu, struct Schedule).
 
 ptxas silently serializes wgmma.mma_async (one WARPGROUP.DEPBAR after every QGMMA) when a
-register an in-flight chain reads is written by a non-wgmma instruction, and reports it only as an
-"info" line (C7513, C7520). The kernel is worth nothing if that happens, and no GPU test would
-show it except as a slow timing. So this compiles the source to a cubin for sm_90a, fails on any
+register an in-flight chain reads is written by a non-wgmma instruction (C7513), when a function
+call sits in the chain (C7510, a printf), when registers run short (C7512) and more, and reports it
+only as an "info" line. The kernel is worth nothing if that happens, and no GPU test would show
+it except as a slow timing. So this compiles the source to a cubin for sm_90a, fails on any
 serialization message, disassembles it (nvdisasm) and, for every instantiated kernel, measures the
-chains: runs of QGMMA instructions with no WARPGROUP.DEPBAR between them. A schedule of group G
-issues four sparse instructions per stage and G stages per chain, so its longest chain must be 4 G
-and every chain a multiple of 4 (a whole stage's batch).
+chains: runs of sparse wgmma instructions (QGMMA.SP for FP8, IGMMA.SP for INT8) with no
+WARPGROUP.DEPBAR between them. A schedule of group G issues four sparse instructions per stage
+and G stages per chain, so its longest chain must be 4 G and every chain a multiple of 4 (a whole
+stage's batch).
 
 Usage: check_wgmma_schedule.py --nvcc NVCC --nvdisasm NVDISASM SOURCE
 Exit status: 0 pass, 1 fail, 77 skipped (no nvdisasm: scripts/setup.sh installs one into .deps).
@@ -22,16 +24,18 @@ import sys
 import tempfile
 
 SKIP = 77
-# Template arguments of sparse_gemm<Out, stages, group, stagger> in the mangled name
-# (..._sparse_gemmI13__nv_bfloat16Li6ELi4ELb0EEv...).
-SCHEDULE_RE = re.compile(r"sparse_gemmI(?:13__nv_bfloat16|f)Li(\d+)ELi(\d+)ELb([01])E")
+# Template arguments of sparse_gemm<Operand, Out, stages, group, stagger> in the mangled name
+# (..._sparse_gemmILNS_7OperandE1E13__nv_bfloat16Li6ELi4ELb0EEEv...: operand 0 E4M3, 1 INT8).
+SCHEDULE_RE = re.compile(r"sparse_gemmILNS_7OperandE(\d)E(13__nv_bfloat16|f)Li(\d+)ELi(\d+)ELb([01])E")
+# The sparse wgmma in SASS: QGMMA.SP (FP8), IGMMA.SP (INT8).
+GMMA_RE = re.compile(r"\b[QI]GMMA\.SP\b")
 
 
 def chains(sass_lines):
-    """Lengths of the runs of QGMMA instructions not separated by a WARPGROUP.DEPBAR."""
+    """Lengths of the runs of sparse wgmma instructions not separated by a WARPGROUP.DEPBAR."""
     runs, run = [], 0
     for line in sass_lines:
-        if "QGMMA" in line:
+        if GMMA_RE.search(line):
             run += 1
         elif "WARPGROUP.DEPBAR" in line and run:
             runs.append(run)
@@ -61,7 +65,7 @@ def main():
             print("check_wgmma_schedule: FAIL (the source does not compile)")
             return 1
         messages = [l for l in (built.stdout + built.stderr).splitlines()
-                    if "serialized" in l or "C7513" in l or "C7520" in l]
+                    if "serialized" in l or re.search(r"C75(1\d|20)", l)]
         sass = subprocess.run([args.nvdisasm, cubin], capture_output=True, text=True, check=True).stdout
     ok = True
     for message in messages:
@@ -81,18 +85,19 @@ def main():
         schedule = SCHEDULE_RE.search(name)
         if not schedule:
             continue
-        stages, group, stagger = (int(x) for x in schedule.groups())
+        operand = "int8" if schedule.group(1) == "1" else "e4m3"
+        out = "bf16" if "bfloat16" in schedule.group(2) else "f32"
+        stages, group, stagger = (int(x) for x in schedule.groups()[2:])
         runs = chains(lines)
-        out = "bf16" if "bfloat16" in name else "f32"
         expected = 4 * group
         good = bool(runs) and max(runs) == expected and all(r % 4 == 0 for r in runs)
-        print(f"  sparse_gemm<{out}, stages {stages}, group {group}, stagger {stagger}>: "
-              f"{sum(runs)} QGMMA, longest chain {max(runs) if runs else 0} (expected {expected}), "
+        print(f"  sparse_gemm<{operand}, {out}, stages {stages}, group {group}, stagger {stagger}>: "
+              f"{sum(runs)} sparse wgmma, longest chain {max(runs) if runs else 0} (expected {expected}), "
               f"chains {sorted(set(runs))}: {'ok' if good else 'WRONG'}")
         ok = ok and good
         checked += 1
     if checked == 0:
-        print("  no sparse_gemm<Out, stages, group, stagger> kernel found in the cubin")
+        print("  no sparse_gemm<Operand, Out, stages, group, stagger> kernel found in the cubin")
         ok = False
     print(f"check_wgmma_schedule: {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
