@@ -14,6 +14,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "../src/cuda/sm90/sparse_layout.hpp"
+
 /// Exits with the CUDA error's text (the experiments have nothing to recover).
 #define SPARSE_WGMMA_CHECK(call)                                                                     \
   do {                                                                                               \
@@ -25,6 +27,11 @@
   } while (0)
 
 namespace slidesparse::bench::sparse_wgmma {
+
+using cuda::sm90::meta_slot;
+using cuda::sm90::MetaSlot;
+using cuda::sm90::offset_sw128;
+using cuda::sm90::offset_sw64;
 
 /// The experiments' one option: no argument (the GPU) or `--emulate` (the host model). False,
 /// after printing the usage, for anything else.
@@ -67,37 +74,6 @@ inline float from_e4m3(uint8_t code) {
   int const e = (code >> 3) & 0xF, mantissa = code & 7;
   float const magnitude = e == 0 ? std::ldexp(float(mantissa), -9) : std::ldexp(1.0f + mantissa / 8.0f, e - 7);
   return (code & 0x80) ? -magnitude : magnitude;
-}
-
-/// Byte offset of (row, byte) in a tile of 64-byte rows with the 64-byte swizzle: 8-row atoms of
-/// 512 bytes, the 16-byte chunk c of row r stored at chunk c ^ ((r / 2) % 4) (address bits [4,6)
-/// XOR bits [7,9)). The compressed A of one K = 128 stage (64 bytes per row).
-inline int offset_sw64(int row, int byte) {
-  int const r = row % 8, c = byte / 16;
-  return (row / 8) * 512 + r * 64 + ((c ^ ((r >> 1) & 3)) * 16) + byte % 16;
-}
-
-/// Byte offset of (row, byte) in a tile of 128-byte rows with the 128-byte swizzle: 8-row atoms
-/// of 1024 bytes, chunk c of row r stored at chunk c ^ (r % 8). B (tokens x K = 128 bytes).
-inline int offset_sw128(int row, int byte) {
-  int const r = row % 8, c = byte / 16;
-  return (row / 8) * 1024 + r * 128 + ((c ^ r) * 16) + byte % 16;
-}
-
-/// Which of the warpgroup's 128 threads holds the metadata of (row m in 0..63, group of four g
-/// in 0..15) of one m64 x k64 sparse instruction, and in which 4-bit nibble of its word (the two
-/// kept indices: the first in bits 0-1, the second in bits 2-3). Formula "C0", read off
-/// CUTLASS's E (metadata) layout for the 64 x 64 sparse FP8 GMMA atom
-/// (cute/atom/mma_traits_sm90_gmma_sparse.hpp, ELayout_64x64): thread t = 32 w + l holds one row,
-/// 16 w + l / 4 + 8 (l % 2), and one K half, the eight groups 8 ((l / 2) % 2) .. +7, group g in
-/// nibble g % 8. (An earlier reading of the PTX figures, "H0": rows m and m + 8 in one thread,
-/// four groups each — bench_wgmma_sp_layout still tests it as a candidate.) Unverified until that
-/// program passes on a GPU.
-struct MetaSlot {
-  int thread, nibble;
-};
-inline MetaSlot meta_slot(int m, int g) {
-  return {32 * (m / 16) + 4 * (m % 8) + (m % 16) / 8 + 2 * (g / 8), g % 8};
 }
 
 }  // namespace slidesparse::bench::sparse_wgmma

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Checks, without a GPU, that the hand-written sparse mainloop compiles to the wgmma schedule it
-asks for (bench/sparse_gemm_proto.cu, struct Schedule).
+asks for (src/cuda/sm90/sparse_gemm_kernel.cuh, instantiated by bench/sparse_gemm_proto.cu;
+Schedule in sparse_layout.hpp).
 
 ptxas silently serializes wgmma.mma_async (one WARPGROUP.DEPBAR after every QGMMA) when a
 register an in-flight chain reads is written by a non-wgmma instruction (C7513), when a function
@@ -25,8 +26,8 @@ import tempfile
 
 SKIP = 77
 # Template arguments of sparse_gemm<Operand, Out, stages, group, stagger> in the mangled name
-# (..._sparse_gemmILNS_7OperandE1E13__nv_bfloat16Li6ELi4ELb0EEEv...: operand 0 E4M3, 1 INT8).
-SCHEDULE_RE = re.compile(r"sparse_gemmILNS_7OperandE(\d)E(13__nv_bfloat16|f)Li(\d+)ELi(\d+)ELb([01])E")
+# (...sparse_gemmILNS0_7OperandE1E13__nv_bfloat16Li6ELi4ELb0EEEv...: operand 0 E4M3, 1 INT8).
+SCHEDULE_RE = re.compile(r"sparse_gemmILN\w*?7OperandE(\d)E(13__nv_bfloat16|f)Li(\d+)ELi(\d+)ELb([01])E")
 # The sparse wgmma in SASS: QGMMA.SP (FP8), IGMMA.SP (INT8).
 GMMA_RE = re.compile(r"\b[QI]GMMA\.SP\b")
 

@@ -1,0 +1,273 @@
+/// \file sparse_gemm_kernel.cuh
+/// \brief SlideSparse's hand-written Hopper (sm_90a) 2:4 GEMM with the W8A8 layer's epilogue:
+///   y[token][n] = Out(((acc * token_scale[token]) * row_scale[n]) + bias[n]),
+///   acc = sum_k W'[n][k] X[token][k], W' 2:4 along K' (the slid weight), E4M3 (F32 acc) or INT8
+/// (INT32 acc) — the arithmetic and rounding of cutlass_gemm.hpp and core/epilogue.hpp.
+/// What it does differently from CUTLASS's sparse kernels:
+///   - 256 x 128 CTA tiles (weight rows x tokens): two consumer warpgroups of 128 rows, each two
+///     m64n128k64 sparse instructions per K = 64, so every B byte loaded from L2 feeds 256 rows;
+///   - the weight tiled once at load time (sparse_tiles.hpp): compressed A images per (tile,
+///     k-tile) and the 2:4 metadata in fragment order ([consumer thread] x 16 bytes per stage: one
+///     conflict-free 16-byte shared load per thread per stage), both fetched by bulk copies; the
+///     activations X [m][K'] read by TMA as the quant+lift kernel writes them (row-major, K' a
+///     multiple of 16), zero-filled past m and K';
+///   - wgmma batches of several stages run back to back between two drains of the tensor pipe
+///     (Schedule, sparse_layout.hpp), where CUTLASS's sparse mainloop drains after every k-tile
+///     (K_PIPE_MMAS = 0);
+///   - the epilogue in two shared-memory passes: fragments to F32, then per token scaled, biased,
+///     rounded once to Out and stored as contiguous 16-byte runs of y.
+/// Why groups and not a double buffer: a first version loaded stage k+1's metadata while stage
+/// k's batch was in flight (one wgmma.wait_group 1 per stage). ptxas (CUDA 13.0) reported "C7513
+/// Potential Performance Loss: wgmma.mma_async instructions are serialized due to non wgmma
+/// instructions defining input registers of a wgmma between start and end of the pipeline
+/// stage", and the SASS showed every QGMMA followed by its own WARPGROUP.DEPBAR — worse than
+/// draining once per stage. While batches chain on the same accumulators, ptxas treats the whole
+/// chain as one pipeline stage, and a register loaded from memory anywhere in it breaks it;
+/// descriptors (ALU results) do not. So every schedule loads a group's metadata before the
+/// group's first wgmma and drains once per group; scripts/check_wgmma_schedule.py checks in CI
+/// that the compiled chains are as long as the schedule says (nvdisasm, no GPU).
+/// Layouts (sparse_layout.hpp): A rows of 64 compressed bytes per stage, 64-byte swizzle; B
+/// tokens x 128 bytes, 128-byte swizzle (TMA's); metadata owner per meta_slot (formula C0) —
+/// checked on a GPU by bench_wgmma_sp_layout. Device code only; include from .cu files built for
+/// sm_90a.
+#pragma once
+
+#include <cuda.h>  // CUtensorMap
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "ptx.cuh"
+#include "sparse_layout.hpp"
+
+namespace slidesparse::cuda::sm90 {
+
+// wgmma.wait_group with an operand known only after unrolling (the immediate must be constant).
+__device__ __forceinline__ void wgmma_wait_pending(int pending) {
+  switch (pending) {
+    case 0: wgmma_wait<0>(); break;
+    case 1: wgmma_wait<1>(); break;
+    case 2: wgmma_wait<2>(); break;
+    default: wgmma_wait<3>(); break;
+  }
+}
+
+// The producer's wait for the consumers to hand back a stage, which can give up: a first run on a
+// GPU that hangs (a byte count or an arrival count that never completes, or a wgmma that never
+// retires) records in host memory which k-tile's stage never came back (mapped memory stays
+// readable after the trap leaves the context unusable) and traps, after seconds. Only the
+// producer (40 registers) checks: the consumers' waits stay plain, since every live register
+// there counts (128 accumulators, up to 16 metadata words, 168 registers at 384 threads; one
+// more and ptxas serializes the G = 4 schedule, C7512). No printf: a call makes ptxas
+// serialize every wgmma of the kernel (C7510).
+struct HangReport {
+  unsigned block_x, block_y, k_tile_plus_one;  // 0: no report
+};
+
+// hang: mapped host memory, or null for a plain wait (the library's launches).
+__device__ __forceinline__ void wait_released_or_trap(uint64_t* bar, uint32_t parity, int k_tile, HangReport* hang) {
+  if (hang == nullptr) {
+    mbarrier_wait(bar, parity);
+    return;
+  }
+  // Counting tries: each waits up to a hardware time limit, so 2^26 tries are seconds.
+  for (unsigned tries = 0; !mbarrier_try_wait(bar, parity);) {
+    if (++tries == (1u << 26)) {
+      volatile HangReport* r = hang;
+      r->block_x = blockIdx.x, r->block_y = blockIdx.y, r->k_tile_plus_one = unsigned(k_tile) + 1;
+      __threadfence_system();
+      __trap();
+    }
+  }
+}
+
+// Word w (= row block * 2 + K half) of a thread's metadata for one stage.
+__device__ __forceinline__ uint32_t word(uint4 const& m, int w) {
+  return w == 0 ? m.x : w == 1 ? m.y : w == 2 ? m.z : m.w;
+}
+
+/// Operand type of both operands: FP8 E4M3 (F32 accumulators) or INT8 (INT32 accumulators).
+enum class Operand : int { kE4M3, kS8 };
+template <Operand kIn>
+using Accumulator = std::conditional_t<kIn == Operand::kE4M3, float, int32_t>;
+
+/// Epilogue staging: a warpgroup's 128 rows x 128 tokens of accumulators as F32, stored
+/// [token][row] with each token's row padded by 4 floats, so that the fragment stores (a warp's
+/// lanes: 8 rows x 4 tokens two apart, 2 x 132 = 264 = 8 mod 32 words between those tokens) hit
+/// 32 different banks, and every token's 128 outputs leave as one contiguous run of y.
+constexpr int kStagePitch = 128 + 4;  // floats per token row
+// y[token][row] = Out(((acc * token_scale[token]) * row_scale[row]) + bias[row]) — the per-token
+// activation scale, the per-channel weight scale and the bias of a SlideSparse layer in the
+// library's order (cutlass_gemm.hpp, core/epilogue.hpp), each product and sum rounded on its own
+// (no contraction: __fmul_rn / __fadd_rn), INT32 accumulators converted to F32 first, then one
+// rounding to Out. bias may be null.
+// Out: float (the exactness checks) or __nv_bfloat16 (the timing: the output a layer writes).
+// (The schedule travels as three template arguments: nvcc's host stubs reject class-type ones.)
+template <Operand kIn, class Out, int kStages, int kGroup, bool kStagger>
+__global__ void __launch_bounds__(kThreads, 1)
+    sparse_gemm(uint8_t const* __restrict__ a_tiles, uint8_t const* __restrict__ e_tiles,
+                __grid_constant__ CUtensorMap const x_map, int k_tiles, int n, int m,
+                float const* __restrict__ row_scale, float const* __restrict__ token_scale,
+                float const* __restrict__ bias, Out* __restrict__ y, HangReport* hang) {
+  static_assert(kGroup >= 1 && kGroup <= 4 && kGroup < kStages, "wgmma_wait_pending covers 3 pending groups");
+  static_assert(Schedule{kStages, kGroup, kStagger}.smem_bytes() <= 227 * 1024, "shared memory ring too deep");
+  static_assert(2 * 128 * kStagePitch * sizeof(float) <= kStages * kStageBytes, "epilogue staging exceeds the ring");
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  // Aligned to 1024 (the 128-byte swizzle's atom) by an offset, not through an integer cast,
+  // so that the compiler still knows it is shared memory (LDS/STS, not generic loads).
+  uint8_t* smem = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
+  uint64_t* empty = full + kStages;
+  int const m_tile = blockIdx.x, n_tile = blockIdx.y;  // tokens fastest: neighbours share A tiles in L2
+  int const warpgroup = threadIdx.x / 128, lane = threadIdx.x % 32;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < kStages; ++s) {
+      mbarrier_init(&full[s], 1);
+      mbarrier_init(&empty[s], 2 * 4);  // one arrival per consumer warp
+    }
+    fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warpgroup == 0) {  // producer
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
+    if (threadIdx.x == 0) {
+      uint8_t const* a = a_tiles + size_t(n_tile) * k_tiles * kABytes;
+      uint8_t const* e = e_tiles + size_t(n_tile) * k_tiles * kEBytes;
+      for (int kt = 0; kt < k_tiles; ++kt) {
+        int const s = kt % kStages;
+        if (kt >= kStages) wait_released_or_trap(&empty[s], ((kt / kStages) - 1) & 1, kt - kStages, hang);
+        uint8_t* stage = smem + s * kStageBytes;
+        mbarrier_arrive_expect_tx(&full[s], kStageBytes);
+        bulk_copy_g2s(stage, a + size_t(kt) * kABytes, kABytes, &full[s]);
+        // B: tokens [128 m_tile, +128) x bytes [128 kt, +128) of X [m][k] (row-major, as the
+        // quant+lift kernel writes it), 128-byte swizzle; beyond m or k the box reads zeros.
+        tma_load_2d(stage + kABytes, &x_map, kt * kStageK, m_tile * kTileM, &full[s]);
+        bulk_copy_g2s(stage + kABytes + kBBytes, e + size_t(kt) * kEBytes, kEBytes, &full[s]);
+      }
+      // Watchdog only (with a hang report): wait until the last stages come back too (the release of k-tile kt
+      // completes phase kt / kStages of its slot's empty barrier).
+      for (int kt = max(0, k_tiles - kStages); hang != nullptr && kt < k_tiles; ++kt) {
+        wait_released_or_trap(&empty[kt % kStages], (kt / kStages) & 1, kt, hang);
+      }
+    }
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;");
+  int const wg = warpgroup - 1;           // rows [128 wg, 128 wg + 128) of the tile
+  int const ct = threadIdx.x - 128;       // consumer thread 0..255
+  int const t = threadIdx.x % 128;        // thread within the warpgroup
+  Accumulator<kIn> acc[2][64];
+#pragma unroll
+  for (int r = 0; r < 2; ++r)
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[r][i] = 0;
+
+  // Stages [kt, kt + G): wait for all of them and load their metadata (one 16-byte shared load
+  // per thread and stage), then issue their batches back to back, one commit group per stage,
+  // and retire them in order, handing each stage back as its batch completes. The last wait
+  // (pending 0) is the group's one drain of the tensor pipe.
+  auto group_step = [&](int kt, auto group_size) {
+    constexpr int G = decltype(group_size)::value;
+    uint4 meta[G];
+#pragma unroll
+    for (int j = 0; j < G; ++j) {
+      int const s = (kt + j) % kStages;
+      mbarrier_wait(&full[s], ((kt + j) / kStages) & 1);
+      meta[j] = reinterpret_cast<uint4 const*>(smem + s * kStageBytes + kABytes + kBBytes)[ct];
+    }
+    fence_accumulators(acc[0]);
+    fence_accumulators(acc[1]);
+    wgmma_fence();
+#pragma unroll
+    for (int j = 0; j < G; ++j) {
+      uint8_t const* stage = smem + ((kt + j) % kStages) * kStageBytes;
+      uint32_t const a_base = smem_u32(stage) + wg * 128 * 64;
+      uint32_t const b_base = smem_u32(stage + kABytes);
+#pragma unroll
+      for (int rb = 0; rb < 2; ++rb) {
+#pragma unroll
+        for (int kh = 0; kh < 2; ++kh) {
+          uint64_t const da = smem_desc(a_base + rb * 64 * 64 + kh * 32, 512, kSwizzle64);
+          uint64_t const db = smem_desc(b_base + kh * 64, 1024, kSwizzle128);
+          if constexpr (kIn == Operand::kE4M3) {
+            wgmma_sparse_ss_n128(acc[rb], da, db, word(meta[j], rb * 2 + kh));
+          } else {
+            wgmma_sparse_ss_n128_s8(acc[rb], da, db, word(meta[j], rb * 2 + kh));
+          }
+        }
+      }
+      wgmma_commit();
+    }
+#pragma unroll
+    for (int j = 0; j < G; ++j) {
+      wgmma_wait_pending(G - 1 - j);
+      if (lane == 0) mbarrier_arrive(&empty[(kt + j) % kStages]);
+    }
+    fence_accumulators(acc[0]);
+    fence_accumulators(acc[1]);
+  };
+  int kt = 0;
+  if (kStagger && wg == 1 && k_tiles > 0) group_step(kt++, std::integral_constant<int, 1>{});
+  for (; kt + kGroup <= k_tiles; kt += kGroup) group_step(kt, std::integral_constant<int, kGroup>{});
+  for (; kt < k_tiles; ++kt) group_step(kt, std::integral_constant<int, 1>{});
+  wgmma_wait<0>();
+  fence_accumulators(acc[0]);
+  fence_accumulators(acc[1]);
+
+  // Epilogue, in two passes so that few values are live at once (the 128 accumulators already
+  // fill most of the registers): the fragments into shared memory as F32, then each token's row
+  // of 128 outputs scaled, biased and rounded on the way out to y. Both consumer
+  // warpgroups must be done reading the ring before either overwrites it (every stage the
+  // producer filled has been consumed by then).
+  named_barrier_sync(1, 256);
+  float* staged = reinterpret_cast<float*>(smem) + wg * 128 * kStagePitch;  // [token 0..127][row 0..127]
+  // Accumulator (row block rb, d[i]) of thread t: warpgroup row 64 rb + 16 (t / 32) + (t % 32) / 4
+  // + 8 ((i / 2) % 2), tile token 8 (i / 4) + 2 (t % 4) + i % 2 (the m64nNk F32 D fragment).
+  int const warp = t / 32;
+  int const row0 = n_tile * kTileN + wg * 128, token0 = m_tile * kTileM;
+  int const rows_here = min(128, n - row0), tokens_here = min(128, m - token0);
+#pragma unroll
+  for (int rb = 0; rb < 2; ++rb) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      int const r = rb * 64 + 16 * warp + lane / 4 + 8 * h;
+#pragma unroll
+      for (int i = 0; i < 64; ++i) {
+        if ((i / 2) % 2 == h) {
+          // INT32 -> F32 rounds to nearest (exact below 2^24), as CUTLASS's epilogue converts.
+          float const v = kIn == Operand::kE4M3 ? float(acc[rb][i]) : __int2float_rn(int(acc[rb][i]));
+          staged[(8 * (i / 4) + 2 * (lane % 4) + i % 2) * kStagePitch + r] = v;
+        }
+      }
+    }
+  }
+  named_barrier_sync(2 + wg, 128);
+  // Pass 2: thread-chunks of 8 consecutive rows of one token; 16-byte stores where y's rows are
+  // 16-byte aligned, single elements otherwise (and at the edge of n).
+  bool const vector_rows = (size_t(n) * sizeof(Out)) % 16 == 0 && rows_here == 128;
+  for (int idx = t; idx < tokens_here * 16; idx += 128) {
+    int const tok = idx / 16, r = (idx % 16) * 8;
+    float const ts = token_scale[token0 + tok];
+    alignas(16) Out out[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      int const row = row0 + r + j;
+      bool const inside = r + j < rows_here;
+      float const rs = inside ? row_scale[row] : 0.f;
+      float const b = bias != nullptr && inside ? bias[row] : 0.f;
+      out[j] = static_cast<Out>(__fadd_rn(__fmul_rn(__fmul_rn(staged[tok * kStagePitch + r + j], ts), rs), b));
+    }
+    Out* dst = &y[size_t(token0 + tok) * n + row0 + r];
+    if (vector_rows) {
+#pragma unroll
+      for (int v = 0; v < int(sizeof(out)) / 16; ++v) reinterpret_cast<uint4*>(dst)[v] = reinterpret_cast<uint4 const*>(out)[v];
+    } else {
+      for (int j = 0; j < 8 && r + j < rows_here; ++j) dst[j] = out[j];
+    }
+  }
+}
+
+}  // namespace slidesparse::cuda::sm90

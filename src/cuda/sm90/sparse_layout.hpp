@@ -1,0 +1,78 @@
+/// \file sparse_layout.hpp
+/// \brief The data layouts of SlideSparse's hand-written Hopper 2:4 GEMM (sparse_gemm_kernel.cuh),
+/// shared by the kernel, the load-time weight tiling (sparse_tiles.hpp) and the experiments in
+/// bench/: CTA tile and stage sizes, byte offsets of K-major operand tiles under the 64- and
+/// 128-byte swizzles, the owner (thread, nibble) of each 2:4 group's metadata in the sparse wgmma
+/// (wgmma.mma_async.sp ... k64, 8-bit operands, sparsity selector 0), and the mainloop schedules.
+/// Plain C++ (the host compiler builds the tiling); the kernel includes it through nvcc.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__CUDACC__)
+#define SLIDESPARSE_HOST_DEVICE __host__ __device__
+#else
+#define SLIDESPARSE_HOST_DEVICE
+#endif
+
+namespace slidesparse::cuda::sm90 {
+
+constexpr int kTileN = 256;   // weight rows per CTA
+constexpr int kTileM = 128;   // tokens per CTA
+constexpr int kStageK = 128;  // dense K per stage
+constexpr int kABytes = kTileN * kStageK / 2;  // 16384: compressed A
+constexpr int kBBytes = kTileM * kStageK;      // 16384
+constexpr int kEBytes = 2 * 128 * 16;          // 4096: [consumer thread 256] x 4 words
+constexpr int kStageBytes = kABytes + kBBytes + kEBytes;
+constexpr int kThreads = 3 * 128;  // producer warpgroup + two consumer warpgroups
+
+/// How the consumers walk the stages. Every schedule loads a group's metadata before its first
+/// wgmma starts, because a metadata register written while a batch is in flight makes ptxas
+/// serialize every wgmma (C7513; SASS: one WARPGROUP.DEPBAR after each QGMMA; see
+/// sparse_gemm_kernel.cuh).
+///   stages: depth of the shared-memory ring (36 KB each; 6 at most in 227 KB);
+///   group:  stages whose batches run back to back between two drains of the tensor pipe
+///           (1 = CUTLASS's schedule, a drain per stage; G holds 4 G metadata registers). A stage
+///           goes back to the producer as soon as its own batch retires (wgmma.wait_group
+///           G-1-j), so the producer refills while the group's later batches run;
+///   stagger: the second consumer warpgroup starts with a one-stage group, so the two
+///           warpgroups drain at different times and one keeps the tensor cores busy while the
+///           other waits (both still read every stage).
+struct Schedule {
+  int stages, group;
+  bool stagger;
+  SLIDESPARSE_HOST_DEVICE constexpr int smem_bytes() const { return stages * kStageBytes + 1024 + 2 * stages * 8; }
+};
+
+/// Byte offset of (row, byte) in a tile of 64-byte rows with the 64-byte swizzle: 8-row atoms of
+/// 512 bytes, the 16-byte chunk c of row r stored at chunk c ^ ((r / 2) % 4) (address bits [4,6)
+/// XOR bits [7,9)). The compressed A of one K = 128 stage (64 bytes per row).
+inline int offset_sw64(int row, int byte) {
+  int const r = row % 8, c = byte / 16;
+  return (row / 8) * 512 + r * 64 + ((c ^ ((r >> 1) & 3)) * 16) + byte % 16;
+}
+
+/// Byte offset of (row, byte) in a tile of 128-byte rows with the 128-byte swizzle: 8-row atoms
+/// of 1024 bytes, chunk c of row r stored at chunk c ^ (r % 8). B (tokens x K = 128 bytes).
+inline int offset_sw128(int row, int byte) {
+  int const r = row % 8, c = byte / 16;
+  return (row / 8) * 1024 + r * 128 + ((c ^ r) * 16) + byte % 16;
+}
+
+/// Which of the warpgroup's 128 threads holds the metadata of (row m in 0..63, group of four g
+/// in 0..15) of one m64 x k64 sparse instruction, and in which 4-bit nibble of its word (the two
+/// kept indices: the first in bits 0-1, the second in bits 2-3). Formula "C0", read off
+/// CUTLASS's E (metadata) layout for the 64 x 64 sparse FP8 GMMA atom
+/// (cute/atom/mma_traits_sm90_gmma_sparse.hpp, ELayout_64x64): thread t = 32 w + l holds one row,
+/// 16 w + l / 4 + 8 (l % 2), and one K half, the eight groups 8 ((l / 2) % 2) .. +7, group g in
+/// nibble g % 8. (An earlier reading of the PTX figures, "H0": rows m and m + 8 in one thread,
+/// four groups each — bench_wgmma_sp_layout still tests it as a candidate.) Unverified until that
+/// program passes on a GPU.
+struct MetaSlot {
+  int thread, nibble;
+};
+inline MetaSlot meta_slot(int m, int g) {
+  return {32 * (m / 16) + 4 * (m % 8) + (m % 16) / 8 + 2 * (g / 8), g % 8};
+}
+
+}  // namespace slidesparse::cuda::sm90
