@@ -263,12 +263,6 @@ DeviceRun<Out> run_on_device(Problem const& p, SparseTiles const& t, int launche
   return out;
 }
 
-// The schedules measured: CUTLASS's (a drain per stage) first, then longer groups, with and
-// without the staggered second warpgroup.
-constexpr Schedule kSchedules[] = {{4, 1, false}, {4, 2, false}, {5, 2, true},
-                                   {6, 3, false}, {6, 3, true},  {6, 4, false}};
-constexpr int kScheduleCount = sizeof(kSchedules) / sizeof(kSchedules[0]);
-
 // Runs f.template operator()<kSchedules[i]>() for the schedule chosen at run time.
 template <class F, int... I>
 void with_schedule(int i, F&& f, std::integer_sequence<int, I...>) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks, without a GPU, that the hand-written sparse mainloop compiles to the wgmma schedule it
-asks for (src/cuda/sm90/sparse_gemm_kernel.cuh, instantiated by bench/sparse_gemm_proto.cu;
-Schedule in sparse_layout.hpp).
+asks for (src/cuda/sm90/sparse_gemm_kernel.cuh, instantiated by bench/sparse_gemm_proto.cu and
+by the library's src/cuda/sm90/sparse_gemm.cu; Schedule in sparse_layout.hpp).
 
 ptxas silently serializes wgmma.mma_async (one WARPGROUP.DEPBAR after every QGMMA) when a
 register an in-flight chain reads is written by a non-wgmma instruction (C7513), when a function
@@ -14,7 +14,7 @@ WARPGROUP.DEPBAR between them. A schedule of group G issues four sparse instruct
 and G stages per chain, so its longest chain must be 4 G and every chain a multiple of 4 (a whole
 stage's batch).
 
-Usage: check_wgmma_schedule.py --nvcc NVCC --nvdisasm NVDISASM SOURCE
+Usage: check_wgmma_schedule.py --nvcc NVCC --nvdisasm NVDISASM SOURCE...
 Exit status: 0 pass, 1 fail, 77 skipped (no nvdisasm: scripts/setup.sh installs one into .deps).
 """
 import argparse
@@ -46,25 +46,17 @@ def chains(sass_lines):
     return runs
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nvcc", required=True)
-    parser.add_argument("--nvdisasm", default="")
-    parser.add_argument("source")
-    args = parser.parse_args()
-    if not args.nvdisasm or not os.access(args.nvdisasm, os.X_OK):
-        print(f"check_wgmma_schedule: SKIPPED, no nvdisasm ({args.nvdisasm or 'not found'}); "
-              "scripts/setup.sh installs one into .deps/nvdisasm")
-        return SKIP
+def check_source(args, source):
+    """Compiles one source and checks every sparse_gemm kernel in it; False on any problem."""
     with tempfile.TemporaryDirectory() as tmp:
         cubin = os.path.join(tmp, "kernel.cubin")
         compile_cmd = [args.nvcc, "-std=c++20", "-O2", "-gencode=arch=compute_90a,code=sm_90a",
-                       "-diag-suppress", "177", "-Xptxas", "-v", "-cubin", "-o", cubin, args.source]
+                       "-diag-suppress", "177", "-Xptxas", "-v", "-cubin", "-o", cubin, source]
         built = subprocess.run(compile_cmd, capture_output=True, text=True)
         if built.returncode != 0:
             print(built.stdout + built.stderr)
-            print("check_wgmma_schedule: FAIL (the source does not compile)")
-            return 1
+            print("  the source does not compile")
+            return False
         messages = [l for l in (built.stdout + built.stderr).splitlines()
                     if "serialized" in l or re.search(r"C75(1\d|20)", l)]
         sass = subprocess.run([args.nvdisasm, cubin], capture_output=True, text=True, check=True).stdout
@@ -100,6 +92,23 @@ def main():
     if checked == 0:
         print("  no sparse_gemm<Operand, Out, stages, group, stagger> kernel found in the cubin")
         ok = False
+    return ok
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nvcc", required=True)
+    parser.add_argument("--nvdisasm", default="")
+    parser.add_argument("sources", nargs="+")
+    args = parser.parse_args()
+    if not args.nvdisasm or not os.access(args.nvdisasm, os.X_OK):
+        print(f"check_wgmma_schedule: SKIPPED, no nvdisasm ({args.nvdisasm or 'not found'}); "
+              "scripts/setup.sh installs one into .deps/nvdisasm")
+        return SKIP
+    ok = True
+    for source in args.sources:
+        print(f"{source}:")
+        ok = check_source(args, source) and ok
     print(f"check_wgmma_schedule: {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
 

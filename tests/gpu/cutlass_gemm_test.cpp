@@ -34,29 +34,6 @@ class CutlassGemmGpu : public test::GpuTest {
   }
 };
 
-// Weights obeying 2:4 along K with every kind of group: two nonzeros at random positions,
-// one, none (so the compressor's choice of padding positions is exercised).
-void fill_sparse_weight(test::Rng& rng, OwnedMatrix& w, int max_abs) {
-  for (std::int64_t r = 0; r < w.rows; ++r) {
-    for (std::int64_t g = 0; g + 4 <= w.cols; g += 4) {
-      int const kept = rng.uniform_int(0, 5) == 0 ? rng.uniform_int(0, 1) : 2;
-      int const first = rng.uniform_int(0, 3);
-      int const second = (first + rng.uniform_int(1, 3)) % 4;
-      for (int j = 0; j < 4; ++j) test::set_float(w, r, g + j, 0.0f);
-      for (int j = 0; j < kept; ++j) {
-        int v = 0;
-        while (v == 0) v = rng.uniform_int(-max_abs, max_abs);
-        test::set_float(w, r, g + (j == 0 ? first : second), static_cast<float>(v));
-      }
-    }
-  }
-}
-
-void fill_dense(test::Rng& rng, OwnedMatrix& a, int max_abs) {
-  for (std::int64_t r = 0; r < a.rows; ++r) {
-    for (std::int64_t c = 0; c < a.cols; ++c) test::set_float(a, r, c, static_cast<float>(rng.uniform_int(-max_abs, max_abs)));
-  }
-}
 
 // The compressed operand of a sparse kernel, or the dense weight as is.
 struct DeviceWeight {
@@ -115,7 +92,7 @@ TEST_F(CutlassGemmGpu, CompressionRoundTripsThroughAnIdentityGemm) {
     for (auto const& [n, k] : {std::pair<std::int64_t, std::int64_t>{72, 160}, {256, 1056}}) {
       SCOPED_TRACE(fmt::format("{} N={} K'={}", dtype_name(dtype), n, k));
       OwnedMatrix w(dtype, n, k);
-      fill_sparse_weight(rng, w, dtype == DType::kI8 ? 127 : 448);
+      test::fill_sparse_weight(rng, w, dtype == DType::kI8 ? 127 : 448);
       // x' = I [K', K']: output row i (token i) = column i of W' = W'^T.
       OwnedMatrix x(dtype, k, k);
       for (std::int64_t i = 0; i < k; ++i) test::set_float(x, i, i, 1.0f);
@@ -157,11 +134,11 @@ TEST_F(CutlassGemmGpu, EveryConfigurationEqualsTheEpilogueReferenceBitForBit) {
                                    s.m, s.k, with_bias));
           OwnedMatrix w(dtype, s.n, s.k), x(dtype, s.m, s.k);
           if (sparse) {
-            fill_sparse_weight(rng, w, max_abs);
+            test::fill_sparse_weight(rng, w, max_abs);
           } else {
-            fill_dense(rng, w, max_abs);
+            test::fill_small_integers(rng, w, max_abs);
           }
-          fill_dense(rng, x, max_abs);
+          test::fill_small_integers(rng, x, max_abs);
           std::vector<float> sx(static_cast<std::size_t>(s.m)), sw(static_cast<std::size_t>(s.n)), bias;
           for (float& v : sx) v = std::ldexp(rng.uniform(1.0f, 2.0f), rng.uniform_int(-14, -4));
           for (float& v : sw) v = std::ldexp(rng.uniform(1.0f, 2.0f), rng.uniform_int(-10, -6));

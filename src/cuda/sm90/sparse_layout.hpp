@@ -44,6 +44,13 @@ struct Schedule {
   SLIDESPARSE_HOST_DEVICE constexpr int smem_bytes() const { return stages * kStageBytes + 1024 + 2 * stages * 8; }
 };
 
+/// The schedules compiled (the library's launcher and bench_sparse_gemm_proto): CUTLASS's
+/// (a drain per stage) first, then longer groups, with and without the staggered second
+/// warpgroup. Which is fastest is measured (docs/PERFORMANCE.md), not assumed.
+inline constexpr Schedule kSchedules[] = {{4, 1, false}, {4, 2, false}, {5, 2, true},
+                                          {6, 3, false}, {6, 3, true},  {6, 4, false}};
+inline constexpr int kScheduleCount = sizeof(kSchedules) / sizeof(kSchedules[0]);
+
 /// Byte offset of (row, byte) in a tile of 64-byte rows with the 64-byte swizzle: 8-row atoms of
 /// 512 bytes, the 16-byte chunk c of row r stored at chunk c ^ ((r / 2) % 4) (address bits [4,6)
 /// XOR bits [7,9)). The compressed A of one K = 128 stage (64 bytes per row).
