@@ -11,6 +11,7 @@
 
 #include "cutlass/cutlass_kernel.hpp"
 #include "gemm_tuning.hpp"
+#include "sm90a_requirements.hpp"
 #include "slidesparse/cuda/check.hpp"
 #include "slidesparse/cuda/device_buffer.hpp"
 #include "slidesparse/io/tuning_cache.hpp"
@@ -64,21 +65,7 @@ std::string CutlassGemm::version() { return "cutlass-" + detail::cutlass_version
 
 std::string CutlassGemm::unsupported(DType input, DType output, std::int64_t n, std::int64_t k) {
   if (!detail::cutlass_available()) return "this build has no CUTLASS kernels (no CUTLASS headers at configure time)";
-  if (input != DType::kI8 && input != DType::kF8E4M3) {
-    return fmt::format("CUTLASS kernels take I8 or F8_E4M3 operands, not {}", dtype_name(input));
-  }
-  if (output != DType::kBF16) return fmt::format("CUTLASS kernels write BF16, not {}", dtype_name(output));
-  if (n <= 0 || n % 8 != 0) return fmt::format("N = {} is not a positive multiple of 8 (16-byte BF16 output rows)", n);
-  if (k <= 0 || k % 16 != 0) return fmt::format("K' = {} is not a positive multiple of 16", k);
-  int device = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
-    cudaGetLastError();
-    return "no usable CUDA device";
-  }
-  if (major != 9 || minor != 0) return fmt::format("CUTLASS kernels are built for sm_90a (Hopper); this GPU is sm_{}{}", major, minor);
-  return {};
+  return detail::sm90a_w8a8_unsupported("CUTLASS kernels", input, output, n, k);
 }
 
 CutlassGemm::CutlassGemm(void const* weight, DType input_dtype, bool sparse, std::int64_t n, std::int64_t k_lifted,

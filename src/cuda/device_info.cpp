@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "sm90a_requirements.hpp"
+
 namespace slidesparse::cuda {
 
 CudaEnvironment query_cuda_environment() {
@@ -49,4 +51,28 @@ CudaEnvironment query_cuda_environment() {
   return env;
 }
 
+namespace detail {
+
+std::string sm90a_w8a8_unsupported(std::string_view kernels, DType input, DType output, std::int64_t n,
+                                   std::int64_t k) {
+  if (input != DType::kI8 && input != DType::kF8E4M3) {
+    return fmt::format("{} take I8 or F8_E4M3 operands, not {}", kernels, dtype_name(input));
+  }
+  if (output != DType::kBF16) return fmt::format("{} write BF16, not {}", kernels, dtype_name(output));
+  if (n <= 0 || n % 8 != 0) return fmt::format("N = {} is not a positive multiple of 8 (16-byte BF16 output rows)", n);
+  if (k <= 0 || k % 16 != 0) return fmt::format("K' = {} is not a positive multiple of 16 (TMA row stride)", k);
+  int device = 0, major = 0, minor = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky error of a machine without a driver or GPU
+    return "no usable CUDA device";
+  }
+  if (major != 9 || minor != 0) {
+    return fmt::format("{} are built for sm_90a (Hopper); this GPU is sm_{}{}", kernels, major, minor);
+  }
+  return {};
+}
+
+}  // namespace detail
 }  // namespace slidesparse::cuda

@@ -10,25 +10,12 @@
 #include "sm90/sparse_gemm_launch.hpp"
 #include "sm90/sparse_layout.hpp"
 #include "sm90/sparse_tiles.hpp"
+#include "sm90a_requirements.hpp"
 
 namespace slidesparse::cuda {
 
 std::string Sm90SparseGemm::unsupported(DType input, DType output, std::int64_t n, std::int64_t k) {
-  if (input != DType::kI8 && input != DType::kF8E4M3) {
-    return fmt::format("the sm90 sparse kernel takes I8 or F8_E4M3 operands, not {}", dtype_name(input));
-  }
-  if (output != DType::kBF16) return fmt::format("the sm90 sparse kernel writes BF16, not {}", dtype_name(output));
-  if (n <= 0 || n % 8 != 0) return fmt::format("N = {} is not a positive multiple of 8 (16-byte BF16 output rows)", n);
-  if (k <= 0 || k % 16 != 0) return fmt::format("K' = {} is not a positive multiple of 16 (TMA row stride)", k);
-  int device = 0, major = 0, minor = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
-    cudaGetLastError();
-    return "no usable CUDA device";
-  }
-  if (major != 9 || minor != 0) return fmt::format("the sm90 sparse kernel is built for sm_90a; this GPU is sm_{}{}", major, minor);
-  return {};
+  return detail::sm90a_w8a8_unsupported("the sm90 sparse kernels", input, output, n, k);
 }
 
 int Sm90SparseGemm::schedule_count() noexcept { return sm90::kScheduleCount; }
@@ -79,13 +66,27 @@ void Sm90SparseGemm::run(void const* x_lifted, void* y, std::int64_t m, float co
   }
 }
 
+std::string const& Sm90SparseGemm::version() {
+  static std::string const name = [] {
+    std::string out = "slidesparse-sm90:";
+    for (int i = 0; i < sm90::kScheduleCount; ++i) {
+      sm90::Schedule const s = sm90::kSchedules[i];
+      out += fmt::format("{}{}.{}.{}", i ? "," : "", s.stages, s.group, s.stagger ? 1 : 0);
+    }
+    return out;
+  }();
+  return name;
+}
+
 int Sm90SparseGemm::choose_schedule(void const* x_lifted, void* y, std::int64_t m, float const* scale_x,
-                                    float const* scale_w, float const* bias, cudaStream_t stream) const {
+                                    float const* scale_w, float const* bias, cudaStream_t stream,
+                                    std::vector<float>* median_ms) const {
   cudaEvent_t start = nullptr, stop = nullptr;
   SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&start));
   SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&stop));
   int best = 0;
   float best_ms = 0.f;
+  if (median_ms) median_ms->clear();
   for (int s = 0; s < schedule_count(); ++s) {
     std::vector<float> times;
     for (int i = 0; i <= 5; ++i) {  // i = 0: warm-up
@@ -99,6 +100,7 @@ int Sm90SparseGemm::choose_schedule(void const* x_lifted, void* y, std::int64_t 
     }
     std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
     float const median = times[times.size() / 2];
+    if (median_ms) median_ms->push_back(median);
     if (s == 0 || median < best_ms) best = s, best_ms = median;
   }
   cudaEventDestroy(start);

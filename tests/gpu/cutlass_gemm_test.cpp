@@ -10,7 +10,6 @@
 #include "common/test_util.hpp"
 #include "cutlass/cutlass_kernel.hpp"
 #include "gpu/gpu_test_util.hpp"
-#include "slidesparse/core/epilogue.hpp"
 #include "slidesparse/core/prune.hpp"
 #include "slidesparse/cuda/cutlass_gemm.hpp"
 
@@ -139,31 +138,11 @@ TEST_F(CutlassGemmGpu, EveryConfigurationEqualsTheEpilogueReferenceBitForBit) {
             test::fill_small_integers(rng, w, max_abs);
           }
           test::fill_small_integers(rng, x, max_abs);
-          std::vector<float> sx(static_cast<std::size_t>(s.m)), sw(static_cast<std::size_t>(s.n)), bias;
-          for (float& v : sx) v = std::ldexp(rng.uniform(1.0f, 2.0f), rng.uniform_int(-14, -4));
-          for (float& v : sw) v = std::ldexp(rng.uniform(1.0f, 2.0f), rng.uniform_int(-10, -6));
-          if (with_bias) {
-            bias.resize(static_cast<std::size_t>(s.n));
-            for (float& v : bias) v = rng.normal(0.5f);
-          }
-          // Exact accumulator acc [M, N] (I32 for INT8; F32 holds the FP8 integer sums exactly).
-          DType const acc_dtype = dtype == DType::kI8 ? DType::kI32 : DType::kF32;
-          OwnedMatrix acc(acc_dtype, s.m, s.n);
-          for (std::int64_t t = 0; t < s.m; ++t) {
-            for (std::int64_t c = 0; c < s.n; ++c) {
-              std::int64_t sum = 0;
-              for (std::int64_t j = 0; j < s.k; ++j) {
-                sum += static_cast<std::int64_t>(test::get_float(x, t, j)) * static_cast<std::int64_t>(test::get_float(w, c, j));
-              }
-              if (acc_dtype == DType::kI32) {
-                acc.set<std::int32_t>(t, c, static_cast<std::int32_t>(sum));
-              } else {
-                acc.set<float>(t, c, static_cast<float>(sum));
-              }
-            }
-          }
-          OwnedMatrix expected(DType::kBF16, s.m, s.n);
-          dequantize_output(acc.cview(), sx, sw, bias, expected.view());
+          test::W8A8Expected const problem = test::w8a8_expected(rng, w, x, with_bias);
+          std::vector<float> const& sx = problem.scale_x;
+          std::vector<float> const& sw = problem.scale_w;
+          std::vector<float> const& bias = problem.bias;
+          OwnedMatrix const& expected = problem.y;
 
           DeviceWeight dw(w, sparse);
           DeviceBuffer dx(x.bytes.size()), dsx(sx.size() * 4), dsw(sw.size() * 4), db(std::max<std::size_t>(4, bias.size() * 4));

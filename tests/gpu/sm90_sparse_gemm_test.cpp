@@ -18,7 +18,6 @@
 #include "gpu/gpu_test_util.hpp"
 #include "sm90/sparse_layout.hpp"
 #include "sm90/sparse_tiles.hpp"
-#include "slidesparse/core/epilogue.hpp"
 #include "slidesparse/core/error.hpp"
 #include "slidesparse/cuda/sm90_sparse_gemm.hpp"
 
@@ -180,30 +179,11 @@ TEST_F(Sm90SparseGemmGpu, EveryScheduleEqualsTheCpuEpilogueBitForBit) {
         test::OwnedMatrix w(dtype, s.n, s.k), x(dtype, s.m, s.k);
         test::fill_sparse_weight(rng, w, max_abs);
         test::fill_small_integers(rng, x, max_abs);
-        std::vector<float> sx(static_cast<std::size_t>(s.m)), sw(static_cast<std::size_t>(s.n)), bias;
-        for (float& v : sx) v = std::ldexp(rng.uniform(1.0f, 2.0f), rng.uniform_int(-14, -4));
-        for (float& v : sw) v = std::ldexp(rng.uniform(1.0f, 2.0f), rng.uniform_int(-10, -6));
-        if (with_bias) {
-          bias.resize(static_cast<std::size_t>(s.n));
-          for (float& v : bias) v = rng.normal(0.5f);
-        }
-        DType const acc_dtype = dtype == DType::kI8 ? DType::kI32 : DType::kF32;
-        test::OwnedMatrix acc(acc_dtype, s.m, s.n);
-        for (std::int64_t t = 0; t < s.m; ++t) {
-          for (std::int64_t c = 0; c < s.n; ++c) {
-            std::int64_t sum = 0;
-            for (std::int64_t j = 0; j < s.k; ++j) {
-              sum += static_cast<std::int64_t>(test::get_float(x, t, j)) * static_cast<std::int64_t>(test::get_float(w, c, j));
-            }
-            if (acc_dtype == DType::kI32) {
-              acc.set<std::int32_t>(t, c, static_cast<std::int32_t>(sum));
-            } else {
-              acc.set<float>(t, c, static_cast<float>(sum));
-            }
-          }
-        }
-        test::OwnedMatrix expected(DType::kBF16, s.m, s.n);
-        dequantize_output(acc.cview(), sx, sw, bias, expected.view());
+        test::W8A8Expected const problem = test::w8a8_expected(rng, w, x, with_bias);
+        std::vector<float> const& sx = problem.scale_x;
+        std::vector<float> const& sw = problem.scale_w;
+        std::vector<float> const& bias = problem.bias;
+        test::OwnedMatrix const& expected = problem.y;
 
         cuda::Sm90SparseGemm const gemm(w.bytes.data(), dtype, s.n, s.k, nullptr, "w");
         test::DeviceBuffer dx(x.bytes.size()), dsx(sx.size() * 4), dsw(sw.size() * 4),
@@ -273,7 +253,7 @@ TEST(Sm90SparseGemm, RejectsWhatItCannotRunNamingTheReason) {
   EXPECT_NE(cuda::Sm90SparseGemm::unsupported(DType::kI8, DType::kBF16, 100, 128).find("N = 100"), std::string::npos);
   EXPECT_NE(cuda::Sm90SparseGemm::unsupported(DType::kI8, DType::kBF16, 64, 40).find("K' = 40"), std::string::npos);
   EXPECT_NE(cuda::Sm90SparseGemm::unsupported(DType::kBF16, DType::kBF16, 64, 128).find("BF16"), std::string::npos);
-  EXPECT_NE(cuda::Sm90SparseGemm::unsupported(DType::kI8, DType::kF16, 64, 128).find("writes BF16"), std::string::npos);
+  EXPECT_NE(cuda::Sm90SparseGemm::unsupported(DType::kI8, DType::kF16, 64, 128).find("write BF16, not F16"), std::string::npos);
   EXPECT_THROW(cuda::Sm90SparseGemm::schedule_name(cuda::Sm90SparseGemm::schedule_count()), Error);
 }
 

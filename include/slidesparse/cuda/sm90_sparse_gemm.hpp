@@ -7,15 +7,14 @@
 /// The kernel runs one of several compiled mainloop schedules (kSchedules in
 /// src/cuda/sm90/sparse_layout.hpp); run() takes the schedule, choose_schedule() times them.
 ///
-/// Status (2026-12-05): compiled and its tiling tested on the CPU; the kernel has not yet run on
-/// a GPU, so no layer uses it by default (the GPU tests in tests/gpu/sm90_sparse_gemm_test.cpp
-/// are the gate).
+/// Linear runs it as GemmBackend::kSm90Sparse (the schedule timed per M bucket).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <cuda_runtime.h>
 
@@ -45,9 +44,13 @@ class Sm90SparseGemm {
   void run(void const* x_lifted, void* y, std::int64_t m, float const* scale_x, float const* scale_w,
            float const* bias, cudaStream_t stream, int schedule) const;
   /// Times every schedule on these buffers (a warm-up and 5 runs each, median) and returns the
-  /// fastest. Synchronizes `stream`; not a hot-path call.
+  /// fastest; `median_ms` (may be null) receives every schedule's median. Synchronizes `stream`;
+  /// not a hot-path call.
   int choose_schedule(void const* x_lifted, void* y, std::int64_t m, float const* scale_x, float const* scale_w,
-                      float const* bias, cudaStream_t stream) const;
+                      float const* bias, cudaStream_t stream, std::vector<float>* median_ms = nullptr) const;
+  /// Names the compiled kernel set ("slidesparse-sm90:" and every schedule's stages.group.stagger):
+  /// a tuning-cache entry recorded for another set of schedules does not apply.
+  static std::string const& version();
 
   std::int64_t n() const noexcept { return n_; }
   std::int64_t k_lifted() const noexcept { return k_lifted_; }
