@@ -239,13 +239,26 @@ Report run_benchmark(BenchOptions const& options) {
               say(fmt::format("{} {} {}: no CUTLASS variants: {}", model.name, shape.name, dname, why));
             }
           }
-          // The dispatching layer (fastest of CUTLASS / cuSPARSELt / dense fallback per M bucket),
+          // SlideSparse's own sm90 kernel (GEMM + fused epilogue), where it can run.
+          std::unique_ptr<cuda::Linear> sparse_sm90;
+          if (options.sm90 && w8a8) {
+            cuda::LinearConfig config{dtype, act, pattern};
+            config.backend = cuda::GemmBackend::kSm90Sparse;
+            std::string const why = cuda::Linear::sm90_sparse_unsupported(config, shape.n, shape.k);
+            if (why.empty()) {
+              sparse_sm90 = std::make_unique<cuda::Linear>(config, weights, stream, options.tuning, shape.name, scratch);
+            } else if (&pattern == &options.patterns.front()) {
+              say(fmt::format("{} {} {}: no sm90 variant: {}", model.name, shape.name, dname, why));
+            }
+          }
+          // The dispatching layer (fastest of CUTLASS / sm90 / cuSPARSELt / dense fallback per M bucket),
           // timed as a whole: what a model built with it gets.
           std::unique_ptr<cuda::DispatchLinear> dispatch;
           if (options.dispatch) {
             cuda::DispatchConfig config;
             config.layer = {dtype, act, pattern};
             config.cutlass = options.cutlass;
+            config.sm90 = options.sm90;
             config.dense_fallback = true;
             dispatch = std::make_unique<cuda::DispatchLinear>(config, weights, stream, options.tuning, shape.name, scratch);
           }
@@ -267,6 +280,7 @@ Report run_benchmark(BenchOptions const& options) {
             runs.push_back({&sparse, pname, pname, true, true, true});
             if (dense_cutlass) runs.push_back({dense_cutlass.get(), "dense-cutlass", "dense-cutlass", true, true, false});
             if (sparse_cutlass) runs.push_back({sparse_cutlass.get(), pname + "-cutlass", pname + "-cutlass", true, true, false});
+            if (sparse_sm90) runs.push_back({sparse_sm90.get(), pname + "-sm90", pname + "-sm90", true, true, false});
             // Whole layers: every variant (and the dispatching layer) timed round-robin.
             if (options.layer) {
               std::vector<std::function<void()>> calls;

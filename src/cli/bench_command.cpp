@@ -67,7 +67,8 @@ Command register_bench(CLI::App& app) {
   sub->add_option("--pattern", args->patterns, "Patterns (default 2:4,4:6,6:8,8:10,14:16)")->delimiter(',');
   sub->add_option("--mode", args->modes, "What to time: layer, gemm, quant_lift (default all)")->delimiter(',');
   sub->add_option("--backend", args->backends,
-                  "What to time: library (cuSPARSELt / cuBLASLt), cutlass (W8A8 with BF16 only), dispatch "
+                  "What to time: library (cuSPARSELt / cuBLASLt), cutlass (W8A8 with BF16 only), sm90 (SlideSparse's "
+                  "own Hopper 2:4 kernel, W8A8 with BF16 only; not in the default), dispatch "
                   "(the layer that picks the fastest per M, dense fallback included) (default all; each "
                   "point reports the fastest sparse and the fastest dense variant)")->delimiter(',');
   sub->add_option("--warmup", args->warmup, "Untimed calls before timing")->check(CLI::Range(0, 1000));
@@ -93,11 +94,12 @@ Command register_bench(CLI::App& app) {
       else if (mode == "quant_lift") quant = true;
       else fail(ErrorKind::kUsage, "bench: unknown mode '{}' (layer, gemm, quant_lift)", mode);
     }
-    bool cutlass = false, dispatch = false;
+    bool cutlass = false, sm90 = false, dispatch = false;
     for (auto const& b : args->backends) {
       if (b == "cutlass") cutlass = true;
+      else if (b == "sm90") sm90 = true;
       else if (b == "dispatch") dispatch = true;
-      else if (b != "library") fail(ErrorKind::kUsage, "bench: unknown backend '{}' (library, cutlass, dispatch)", b);
+      else if (b != "library") fail(ErrorKind::kUsage, "bench: unknown backend '{}' (library, cutlass, sm90, dispatch)", b);
     }
 #ifdef SLIDESPARSE_HAVE_CUDA
     io::TuningCache tuning = io::TuningCache::from_option(args->tuning_cache);
@@ -110,6 +112,7 @@ Command register_bench(CLI::App& app) {
     options.gemm = gemm;
     options.quant_lift = quant;
     options.cutlass = cutlass;
+    options.sm90 = sm90;
     options.dispatch = dispatch;
     options.warmup = args->warmup;
     options.repeats = args->repeats;

@@ -55,7 +55,8 @@ Command register_run(CLI::App& app) {
                   "each (default 6:8)")->delimiter(',');
   sub->add_option("--dtype", args->dtype, "fp8, int8 or bf16 (W8A8 for fp8/int8; default fp8)");
   sub->add_option("--compare", args->compare, "'dense': also run the dense model of the same dtype and report the speedup");
-  sub->add_option("--backend", args->backend, "GEMM backend for the projections: auto, library or cutlass (default auto)");
+  sub->add_option("--backend", args->backend, "GEMM backend for the projections: auto, library, cutlass or sm90 (SlideSparse's own Hopper 2:4 kernel for "
+                  "sparse projections; dense ones then run as with auto) (default auto)");
   sub->add_option("--attention", args->attention,
                   "Attention of prefill steps: auto (cuDNN's fused attention for prompts of >= 64 tokens where it "
                   "can run), own (the own kernel) or cudnn; decode always runs the own kernel (default auto)");
@@ -88,8 +89,8 @@ Command register_run(CLI::App& app) {
     if (!args->compare.empty() && args->compare != "dense") {
       fail(ErrorKind::kUsage, "run: --compare takes 'dense', not '{}'", args->compare);
     }
-    if (args->backend != "auto" && args->backend != "library" && args->backend != "cutlass") {
-      fail(ErrorKind::kUsage, "run: unknown backend '{}' (auto, library, cutlass)", args->backend);
+    if (args->backend != "auto" && args->backend != "library" && args->backend != "cutlass" && args->backend != "sm90") {
+      fail(ErrorKind::kUsage, "run: unknown backend '{}' (auto, library, cutlass, sm90)", args->backend);
     }
     if (args->attention != "auto" && args->attention != "own" && args->attention != "cudnn") {
       fail(ErrorKind::kUsage, "run: unknown attention '{}' (auto, own, cudnn)", args->attention);
@@ -108,6 +109,7 @@ Command register_run(CLI::App& app) {
     o.compare_dense = !args->compare.empty();
     if (args->backend == "auto") o.backend = cuda::GemmBackend::kAuto;
     else if (args->backend == "library") o.backend = cuda::GemmBackend::kLibrary;
+    else if (args->backend == "sm90") o.backend = cuda::GemmBackend::kSm90Sparse;
     else o.backend = cuda::GemmBackend::kCutlass;
     o.attention = args->attention == "own"     ? runtime::AttentionBackend::kOwn
                   : args->attention == "cudnn" ? runtime::AttentionBackend::kCudnn

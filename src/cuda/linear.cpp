@@ -14,6 +14,9 @@
 #include "slidesparse/cuda/device_buffer.hpp"
 #include "slidesparse/cuda/epilogue.hpp"
 #include "slidesparse/cuda/quant_lift.hpp"
+#include "slidesparse/cuda/sm90_sparse_gemm.hpp"
+#include "slidesparse/io/tuning_cache.hpp"
+#include "gemm_tuning.hpp"
 
 namespace slidesparse::cuda {
 namespace {
@@ -36,13 +39,23 @@ ActivationLayout layer_layout(LinearConfig const& config, std::int64_t k) {
              : ActivationLayout::dense(k, config.k_alignment);
 }
 
-// Whether a layer runs on CUTLASS; an Error when config.backend demands it and it cannot.
-bool use_cutlass(LinearConfig const& config, std::int64_t n, std::int64_t k, std::string const& name) {
-  if (config.backend == GemmBackend::kLibrary) return false;
+// The backend a layer runs on (kAuto resolved); an Error when config.backend demands one that
+// cannot run it.
+GemmBackend resolve_backend(LinearConfig const& config, std::int64_t n, std::int64_t k, std::string const& name) {
+  switch (config.backend) {
+    case GemmBackend::kLibrary: return GemmBackend::kLibrary;
+    case GemmBackend::kSm90Sparse:
+      if (std::string const why = Linear::sm90_sparse_unsupported(config, n, k); !why.empty()) {
+        fail(ErrorKind::kUsage, "{}: sm90 sparse backend: {}", name, why);
+      }
+      return GemmBackend::kSm90Sparse;
+    case GemmBackend::kCutlass:
+    case GemmBackend::kAuto: break;
+  }
   std::string const why = Linear::cutlass_unsupported(config, n, k);
-  if (why.empty()) return true;
+  if (why.empty()) return GemmBackend::kCutlass;
   if (config.backend == GemmBackend::kCutlass) fail(ErrorKind::kUsage, "{}: CUTLASS backend: {}", name, why);
-  return false;
+  return GemmBackend::kLibrary;
 }
 
 }  // namespace
@@ -86,6 +99,11 @@ std::string Linear::cutlass_unsupported(LinearConfig const& config, std::int64_t
   return CutlassGemm::unsupported(c, config.activation_dtype, n, layer_layout(config, k).k_lifted());
 }
 
+std::string Linear::sm90_sparse_unsupported(LinearConfig const& config, std::int64_t n, std::int64_t k) {
+  if (!config.pattern) return "it runs sparse layers only (this layer is dense)";
+  return Sm90SparseGemm::unsupported(config.compute_dtype, config.activation_dtype, n, layer_layout(config, k).k_lifted());
+}
+
 std::int64_t Linear::m_bucket(std::int64_t m) {
   if (m <= 0) fail(ErrorKind::kUsage, "Linear: M = {} must be positive", m);
   if (m <= 256) return round_up(m, 32);
@@ -100,9 +118,10 @@ Linear::Linear(LinearConfig const& config, LinearWeights const& weights, cudaStr
       name_(std::move(name)),
       layout_(layer_layout(config, weights.weight.cols)),
       n_(weights.weight.rows),
-      on_cutlass_(use_cutlass(config, weights.weight.rows, weights.weight.cols, name_)),
-      // CUTLASS writes y itself (N % 8 == 0 is required): no padded rows.
-      n_padded_(on_cutlass_ ? weights.weight.rows : round_up(weights.weight.rows, config.pattern ? 32 : 8)),
+      backend_(resolve_backend(config, weights.weight.rows, weights.weight.cols, name_)),
+      // CUTLASS and the sm90 kernel write y themselves (N % 8 == 0 is required): no padded rows.
+      n_padded_(backend_ != GemmBackend::kLibrary ? weights.weight.rows
+                                                  : round_up(weights.weight.rows, config.pattern ? 32 : 8)),
       device_(std::make_shared<Device>()),
       scratch_(scratch ? std::move(scratch) : std::make_shared<LinearScratch>()) {
   DType const c = config.compute_dtype;
@@ -147,10 +166,17 @@ Linear::Linear(LinearConfig const& config, LinearWeights const& weights, cudaStr
     }
   }
   Device& d = *device_;
-  upload(d.weight, host.data(), host.size(), stream);
   if (w8a8) upload(d.weight_scale, weights.weight_scale.data(), weights.weight_scale.size_bytes(), stream);
   if (!weights.bias.empty()) upload(d.bias, weights.bias.data(), weights.bias.size_bytes(), stream);
-  if (on_cutlass_) {
+  if (backend_ == GemmBackend::kSm90Sparse) {
+    // Tiled on the host from W' itself (no dense device copy); synchronizes the stream.
+    sm90_ = std::make_unique<Sm90SparseGemm>(host.data(), c, n_, kl, stream,
+                                             weights.weight.name.empty() ? std::string_view(name_) : weights.weight.name);
+    tuning_ = tuning;
+    return;
+  }
+  upload(d.weight, host.data(), host.size(), stream);
+  if (backend_ == GemmBackend::kCutlass) {
     cutlass_ = std::make_unique<CutlassGemm>(d.weight.get(), c, config.pattern.has_value(), n_, kl, stream, tuning,
                                              config.fast_accumulation);
     if (config.pattern) {
@@ -176,8 +202,8 @@ Linear::Linear(LinearConfig const& config, Linear const& weight_owner, io::Tunin
       name_(std::move(name)),
       layout_(weight_owner.layout_),
       n_(weight_owner.n_),
-      on_cutlass_(use_cutlass(config, weight_owner.n_, weight_owner.layout_.k(), name_)),
-      n_padded_(on_cutlass_ ? n_ : round_up(n_, 8)),
+      backend_(resolve_backend(config, weight_owner.n_, weight_owner.layout_.k(), name_)),
+      n_padded_(backend_ != GemmBackend::kLibrary ? n_ : round_up(n_, 8)),
       acc_dtype_(weight_owner.acc_dtype_),
       shares_weight_(true),
       device_(weight_owner.device_),
@@ -200,7 +226,7 @@ Linear::Linear(LinearConfig const& config, Linear const& weight_owner, io::Tunin
   Device const& d = *device_;
   DType const c = config.compute_dtype;
   std::int64_t const kl = layout_.k_lifted();
-  if (on_cutlass_) {
+  if (backend_ == GemmBackend::kCutlass) {
     cutlass_ = std::make_unique<CutlassGemm>(d.weight.get(), c, false, n_, kl, nullptr, tuning, config.fast_accumulation);
   } else {
     fused_dense_ = c == DType::kF8E4M3 && config.fuse_dense_scales && !d.bias.get() && n_padded_ == n_;
@@ -213,11 +239,16 @@ Linear::Linear(LinearConfig const& config, Linear const& weight_owner, io::Tunin
 Linear::~Linear() = default;
 
 std::string const& Linear::backend_version() const noexcept {
+  if (sm90_) return sm90_->version();
   return cutlass_ ? cutlass_->library_version() : sparse_ ? sparse_->library_version() : dense_->library_version();
 }
 
 std::string Linear::gemm_description(std::int64_t m) const {
   if (!is_prepared(m)) return {};
+  if (sm90_) {
+    int const schedule = sm90_plans_.at(m_bucket(m)).schedule;
+    return fmt::format("sm90-sparse schedule {} ({})", schedule, Sm90SparseGemm::schedule_name(schedule));
+  }
   if (cutlass_) return cutlass_->plan_description(m_bucket(m));
   return sparse_ ? sparse_->library_version() : dense_->library_version() + (fused_dense_ ? " (scales fused)" : "");
 }
@@ -225,7 +256,9 @@ std::string Linear::gemm_description(std::int64_t m) const {
 LinearMemory Linear::memory() const noexcept {
   Device const& d = *device_;
   LinearMemory mem;
-  if (cutlass_) {
+  if (sm90_) {
+    mem.weight = sm90_->device_bytes();
+  } else if (cutlass_) {
     mem.weight = cutlass_->sparse() ? cutlass_->compressed_bytes() : d.weight.size();
     mem.gemm = cutlass_->device_bytes() - cutlass_->compressed_bytes();
   } else if (sparse_) {
@@ -262,19 +295,25 @@ ScratchNeed scratch_need(std::int64_t bucket, std::int64_t k_lifted, std::int64_
 
 bool Linear::scratch_fits(std::int64_t bucket) const noexcept {
   ScratchNeed const need =
-      scratch_need(bucket, layout_.k_lifted(), cutlass_ ? 0 : n_padded_, config_.compute_dtype, acc_dtype_);
+      scratch_need(bucket, layout_.k_lifted(), backend_ != GemmBackend::kLibrary ? 0 : n_padded_, config_.compute_dtype,
+                   acc_dtype_);
   return need.x <= scratch_->x_bytes() && need.scales <= scratch_->scale_bytes() && need.acc <= scratch_->acc_bytes();
 }
 
 void Linear::reserve_scratch(std::int64_t bucket, cudaStream_t stream) {
   ScratchNeed const need =
-      scratch_need(bucket, layout_.k_lifted(), cutlass_ ? 0 : n_padded_, config_.compute_dtype, acc_dtype_);
+      scratch_need(bucket, layout_.k_lifted(), backend_ != GemmBackend::kLibrary ? 0 : n_padded_, config_.compute_dtype,
+                   acc_dtype_);
   scratch_->reserve(need.x, need.scales, need.acc, stream);
 }
 
 bool Linear::tuned_from_cache(std::int64_t m) const noexcept {
   if (m <= 0) return false;
   std::int64_t const bucket = m_bucket(m);
+  if (sm90_) {
+    auto const it = sm90_plans_.find(bucket);
+    return it != sm90_plans_.end() && it->second.from_cache;
+  }
   if (cutlass_) return cutlass_->tuned_from_cache(bucket);
   return sparse_ ? sparse_->tuned_from_cache(bucket) : dense_->tuned_from_cache(bucket);
 }
@@ -283,6 +322,7 @@ bool Linear::is_prepared(std::int64_t m) const noexcept {
   if (m <= 0) return false;
   std::int64_t const bucket = m_bucket(m);
   if (!scratch_fits(bucket)) return false;
+  if (sm90_) return sm90_plans_.contains(bucket);
   if (cutlass_) return cutlass_->has_plan(bucket);
   return sparse_ ? sparse_->has_plan(bucket) : dense_->has_plan(bucket);
 }
@@ -292,7 +332,9 @@ void Linear::prepare(std::int64_t m, cudaStream_t stream) {
   reserve_scratch(bucket, stream);
   // Building the plan runs the GEMM once (tuning): on the scratch buffers, whose contents are
   // overwritten by the next forward anyway.
-  if (cutlass_) {
+  if (sm90_) {
+    if (!sm90_plans_.contains(bucket)) sm90_plans_[bucket] = choose_sm90_schedule(bucket, stream);
+  } else if (cutlass_) {
     if (!cutlass_->has_plan(bucket)) {
       DeviceBuffer y;  // the tuning runs' output (CUTLASS layers need no accumulator scratch)
       y.allocate(static_cast<std::size_t>(bucket * n_) * 2);
@@ -317,6 +359,30 @@ void Linear::prepare(std::int64_t m, cudaStream_t stream) {
     }
     dense_->run(scratch_->x(), scratch_->acc(), bucket, 1.0f, stream, bucket);
   }
+}
+
+Linear::Sm90Plan Linear::choose_sm90_schedule(std::int64_t bucket, cudaStream_t stream) const {
+  std::string const key = tuning_ ? detail::gemm_tuning_key("sm90-sparse", sm90_->version(), config_.compute_dtype,
+                                                            config_.activation_dtype, n_, layout_.k_lifted(), bucket)
+                                  : "";
+  if (tuning_) {
+    if (auto const entry = tuning_->find(key); entry && entry->contains("schedule")) {
+      int const schedule = (*entry)["schedule"].get<int>();
+      if (schedule >= 0 && schedule < Sm90SparseGemm::schedule_count()) return {schedule, true};
+    }
+  }
+  // Timed on the scratch x' (whatever it holds: finite codes) into a temporary y.
+  DeviceBuffer y(static_cast<std::size_t>(bucket * n_) * dtype_size(config_.activation_dtype));
+  std::vector<float> ms;
+  int const schedule = sm90_->choose_schedule(scratch_->x(), y.get(), bucket, scratch_->scales(),
+                                              device_->weight_scale.as<float>(), device_->bias.as<float>(), stream, &ms);
+  if (tuning_) {
+    tuning_->put(key, {{"schedule", schedule},
+                       {"name", Sm90SparseGemm::schedule_name(schedule)},
+                       {"ms", ms},
+                       {"tuned", detail::tuning_date()}});
+  }
+  return {schedule, false};
 }
 
 void Linear::forward(void const* x, void* y, std::int64_t m, cudaStream_t stream, std::int64_t ldx) {
@@ -353,6 +419,13 @@ void Linear::run(LinearStage const* only, void const* x, void* y, std::int64_t m
     quant_lift(x, act, m, ldx, layout_, scratch.x(), config_.compute_dtype, w8a8 ? scratch.scales() : nullptr, stream);
   }
 
+  if (sm90_) {  // quant+lift -> GEMM with scales and bias -> y (exactly M rows)
+    if (wanted(LinearStage::kGemm)) {
+      sm90_->run(gemm_in, y, m, scratch.scales(), d.weight_scale.as<float>(), d.bias.as<float>(), stream,
+                 sm90_plans_.at(bucket).schedule);
+    }
+    return;
+  }
   if (cutlass_) {  // quant+lift -> GEMM with scales and bias -> y
     if (wanted(LinearStage::kGemm)) {
       cutlass_->run(gemm_in, y, m, scratch.scales(), d.weight_scale.as<float>(), d.bias.as<float>(), stream, bucket);

@@ -154,7 +154,8 @@ GpuModel::Plan HostPlan::on_device(int* base, std::array<std::size_t, kPlanArray
 
 // Converts and concatenates the rows of `parts` (same K) into one projection: a cuda::Linear, or,
 // with options.dense_fallback, a DispatchLinear: for a SlideSparse projection its sparse
-// candidates follow options.backend (auto: CUTLASS and cuSPARSELt, each a weight copy) plus the
+// candidates follow options.backend (auto: CUTLASS and cuSPARSELt, each a weight copy; sm90: the
+// hand-written kernel) plus the
 // dense forms on one dense copy; for a dense W8A8 projection (backend auto) the dense forms
 // alone (dense CUTLASS, cuBLASLt with fused / separate scales: one copy), so that a dense model
 // built with the same option is the strongest dense baseline.
@@ -180,6 +181,9 @@ std::unique_ptr<Projection> make_projection(std::string const& name, std::initia
   config.activation_dtype = DType::kBF16;
   config.pattern = dense_bf16 ? std::nullopt : options.pattern;
   config.backend = dense_bf16 ? cuda::GemmBackend::kLibrary : options.backend;
+  // The sm90 kernel is 2:4 only: a dense projection of such a model (--compare dense) runs as
+  // with kAuto (dense CUTLASS where it can, else cuBLASLt).
+  if (config.backend == cuda::GemmBackend::kSm90Sparse && !config.pattern) config.backend = cuda::GemmBackend::kAuto;
   config.fast_accumulation = options.fast_accumulation;
   // Each part is converted straight into its rows of the fused weight (no float copy of the
   // whole): BF16 rounding, or per-channel quantization (one scale per row, so per part).
@@ -205,12 +209,14 @@ std::unique_ptr<Projection> make_projection(std::string const& name, std::initia
   }
   cuda::LinearWeights const lw{ConstMatrixView{dtype, n, k, codes.data(), name}, scales, bias};
   bool const w8a8 = dtype == DType::kF8E4M3 || dtype == DType::kI8;
-  bool const dense_choice = !config.pattern && w8a8 && options.backend == cuda::GemmBackend::kAuto;
+  bool const dense_choice = !config.pattern && w8a8 && config.backend == cuda::GemmBackend::kAuto;
   if (options.dense_fallback && (config.pattern || dense_choice)) {
     cuda::DispatchConfig dispatch;
     dispatch.layer = config;
-    dispatch.cutlass = options.backend != cuda::GemmBackend::kLibrary;
-    dispatch.cusparselt = options.backend != cuda::GemmBackend::kCutlass;
+    cuda::GemmBackend const b = options.backend;
+    dispatch.cutlass = b == cuda::GemmBackend::kAuto || b == cuda::GemmBackend::kCutlass || !config.pattern;
+    dispatch.sm90 = b == cuda::GemmBackend::kSm90Sparse;  // not in kAuto until it has run on a GPU
+    dispatch.cusparselt = b == cuda::GemmBackend::kAuto || b == cuda::GemmBackend::kLibrary;
     dispatch.dense_fallback = true;
     return std::make_unique<Projection>(std::make_unique<cuda::DispatchLinear>(dispatch, lw, stream, tuning, name, scratch));
   }

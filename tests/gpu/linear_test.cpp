@@ -221,6 +221,82 @@ TEST_F(LinearGpu, FloatLayersMatchTheFloat64ReferenceAndSparseMatchesDense) {
   }
 }
 
+TEST_F(LinearGpu, Sm90SparseBackendEqualsTheReferenceAndRemembersItsSchedule) {
+  // SlideSparse's own sm90 kernel as a layer backend: quant+lift, then the kernel with the fused
+  // epilogue. INT8: bit for bit the CPU reference (integer accumulation, the same epilogue
+  // order). FP8: within tolerance() (the float64 reference; see above). Awkward M (1, 7, 17,
+  // 4097), N a multiple of 8 but not of the 128-row tile, K not a multiple of 2N, every pattern.
+  LinearConfig const probe = config_of(DType::kI8, DType::kBF16, SparsityPattern::parse("2:4"), GemmBackend::kSm90Sparse);
+  if (std::string const why = Linear::sm90_sparse_unsupported(probe, 64, 3584); !why.empty()) {
+    GTEST_SKIP() << "the sm90 sparse backend cannot run here: " << why;
+  }
+  test::Rng rng(9090);
+  SCOPED_TRACE(rng.describe());
+  std::vector<Shape> const shapes = {{1, 64, 3584}, {7, 104, 1001}, {4097, 40, 3584}, {17, 136, 1001}, {33, 72, 18944}};
+  for (Shape const& s : shapes) {
+    for (char const* p : {"2:4", "4:6", "6:8", "14:16"}) {
+      SparsityPattern const pattern = SparsityPattern::parse(p);
+      bool const with_bias = s.n % 16 == 0;
+      SCOPED_TRACE(fmt::format("INT8 {} M={} N={} K={} bias={}", p, s.m, s.n, s.k, with_bias));
+      HostLayer const host = make_layer(rng, DType::kI8, s.n, s.k, pattern, with_bias);
+      OwnedMatrix const x = make_input(rng, DType::kBF16, s.m, s.k);
+      OwnedMatrix expected(DType::kBF16, s.m, s.n);
+      linear_reference(x.cview(), host.weight.cview(), host.scale, host.bias, expected.view());
+      Linear layer(config_of(DType::kI8, DType::kBF16, pattern, GemmBackend::kSm90Sparse), host.view(), nullptr);
+      EXPECT_EQ(layer.backend(), GemmBackend::kSm90Sparse);
+      EXPECT_FALSE(layer.uses_cutlass());
+      ASSERT_EQ(run_layer(layer, x, s.n), expected.bytes);
+      EXPECT_EQ(layer.gemm_description(s.m).rfind("sm90-sparse schedule ", 0), 0u) << layer.gemm_description(s.m);
+    }
+  }
+  for (auto const& [s, p] : {std::pair{Shape{1025, 136, 3584}, "6:8"}, {Shape{33, 96, 4096}, "2:4"}, {Shape{1, 64, 1001}, "4:6"}}) {
+    SCOPED_TRACE(fmt::format("FP8 {} M={} N={} K={}", p, s.m, s.n, s.k));
+    SparsityPattern const pattern = SparsityPattern::parse(p);
+    HostLayer const host = make_layer(rng, DType::kF8E4M3, s.n, s.k, pattern, true);
+    OwnedMatrix const x = make_input(rng, DType::kBF16, s.m, s.k);
+    OwnedMatrix rounded(DType::kBF16, s.m, s.n);
+    LinearReferenceResult const ref = linear_reference(x.cview(), host.weight.cview(), host.scale, host.bias, rounded.view());
+    Linear layer(config_of(DType::kF8E4M3, DType::kBF16, pattern, GemmBackend::kSm90Sparse), host.view(), nullptr);
+    auto const y = run_layer(layer, x, s.n);
+    for (std::size_t i = 0; i < ref.exact.size(); ++i) {
+      ASSERT_LE(std::fabs(output_value(y, DType::kBF16, i) - ref.exact[i]),
+                tolerance(DType::kBF16, ref.exact[i], ref.abs_products[i]))
+          << "element " << i << " (row " << i / static_cast<std::size_t>(s.n) << ")";
+    }
+  }
+  // The schedule chosen per M bucket is kept in the tuning cache and taken from it later.
+  test::TempDir dir;
+  auto const file = dir.path() / "tuning.json";
+  HostLayer const host = make_layer(rng, DType::kI8, 256, 3584, SparsityPattern::parse("6:8"), true);
+  LinearConfig const config = config_of(DType::kI8, DType::kBF16, SparsityPattern::parse("6:8"), GemmBackend::kSm90Sparse);
+  std::string described;
+  {
+    io::TuningCache cache(file);
+    Linear layer(config, host.view(), nullptr, &cache);
+    layer.prepare(300, nullptr);
+    EXPECT_FALSE(layer.tuned_from_cache(300));
+    described = layer.gemm_description(300);
+    cache.save();
+  }
+  io::TuningCache reloaded(file);
+  Linear again(config, host.view(), nullptr, &reloaded);
+  again.prepare(300, nullptr);
+  EXPECT_TRUE(again.tuned_from_cache(300));
+  EXPECT_EQ(again.gemm_description(300), described);
+  // What it cannot run is an Error naming the reason, not a silent fallback.
+  EXPECT_THROW(Linear(config_of(DType::kI8, DType::kBF16, std::nullopt, GemmBackend::kSm90Sparse), host.view(), nullptr),
+               Error);
+  HostLayer const odd = make_layer(rng, DType::kI8, 100, 256, SparsityPattern::parse("2:4"), false);
+  try {
+    Linear layer(config_of(DType::kI8, DType::kBF16, SparsityPattern::parse("2:4"), GemmBackend::kSm90Sparse), odd.view(),
+                 nullptr, nullptr, "odd_proj");
+    ADD_FAILURE() << "N = 100 accepted";
+  } catch (Error const& e) {
+    EXPECT_NE(std::string(e.what()).find("odd_proj"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("N = 100"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(LinearGpu, ForwardIsCapturableInACudaGraphOnceItIsPrepared) {
   test::Rng rng(77);
   SCOPED_TRACE(rng.describe());
@@ -413,7 +489,7 @@ TEST_F(LinearGpu, Fp8LayersWithoutFastAccumulationUseOnlyPromotingCutlassKernels
 }
 
 TEST_F(LinearGpu, DispatchingLayerIsExactWhicheverCandidateWinsAndRemembersItsChoice) {
-  // INT8: every candidate (CUTLASS, cuSPARSELt, dense fallback) is bit-identical to the
+  // INT8: every candidate (CUTLASS, sm90, cuSPARSELt, dense fallback) is bit-identical to the
   // reference, so the output must be too, whatever the timing picks.
   test::TempDir dir;
   auto const file = dir.path() / "tuning.json";
@@ -425,16 +501,19 @@ TEST_F(LinearGpu, DispatchingLayerIsExactWhicheverCandidateWinsAndRemembersItsCh
   cuda::DispatchConfig config;
   config.layer = {DType::kI8, DType::kBF16, pattern};
   config.dense_fallback = true;
+  config.sm90 = true;
   std::map<std::int64_t, std::string> chosen;
   {
     io::TuningCache cache(file);
     cuda::DispatchLinear layer(config, host.view(), nullptr, &cache, "d");
     auto const names = layer.candidates();
     bool const cutlass = expect_cutlass(GemmBackend::kAuto, DType::kI8, DType::kBF16, n, 5376);
+    bool const sm90 = Linear::sm90_sparse_unsupported(config.layer, n, k).empty();
     // Where CUTLASS runs, the dense fallback is two candidates on one dense copy.
-    std::vector<std::string> const expected_names =
+    std::vector<std::string> expected_names =
         cutlass ? std::vector<std::string>{"cutlass", "cusparselt", "dense-cutlass", "dense-cublaslt"}
                 : std::vector<std::string>{"cusparselt", "dense"};
+    if (sm90) expected_names.insert(expected_names.begin() + (cutlass ? 1 : 0), "sm90");
     EXPECT_EQ(names, expected_names);
     std::size_t weights = 0;
     for (auto const& c : names) weights += layer.memory_of(c).weight;
@@ -472,6 +551,7 @@ TEST_F(LinearGpu, DispatchingLayerIsExactWhicheverCandidateWinsAndRemembersItsCh
   // No sparse candidate: an error, not a silently dense layer.
   config.cutlass = false;
   config.cusparselt = false;
+  config.sm90 = false;
   EXPECT_THROW(cuda::DispatchLinear(config, host.view(), nullptr), Error);
 }
 
@@ -490,11 +570,15 @@ TEST_F(LinearGpu, EveryDispatchCandidateIsRightWhenForcedIncludingTheSharedDense
     cuda::DispatchConfig config;
     config.layer = {compute, DType::kBF16, pattern};
     config.dense_fallback = true;
+    config.sm90 = true;
     cuda::DispatchLinear layer(config, host.view(), nullptr, nullptr, "forced");
     bool const cutlass = Linear::cutlass_unsupported(config.layer, n, k).empty();
     std::vector<std::string> expected_names = cutlass ? std::vector<std::string>{"cutlass", "cusparselt", "dense-cutlass",
                                                                                  "dense-cublaslt"}
                                                        : std::vector<std::string>{"cusparselt", "dense"};
+    if (Linear::sm90_sparse_unsupported(config.layer, n, k).empty()) {
+      expected_names.insert(expected_names.begin() + (cutlass ? 1 : 0), "sm90");
+    }
     if (!exact) expected_names.push_back(expected_names.back() + "-unfused");
     EXPECT_EQ(layer.candidates(), expected_names);
     EXPECT_THROW(layer.force(1, "no-such-candidate", nullptr), Error);
@@ -514,6 +598,7 @@ TEST_F(LinearGpu, EveryDispatchCandidateIsRightWhenForcedIncludingTheSharedDense
         // The layer that runs is the named one: its GEMM says which backend it is.
         std::string const description = layer.description(m);
         std::string const backend = name == "cutlass"         ? ": sp_" + tag
+                                    : name == "sm90"          ? ": sm90-sparse schedule "
                                     : name == "dense-cutlass" ? ": de_" + tag
                                     : name == "cusparselt"    ? ": cusparselt-"
                                                               : ": cublaslt-";

@@ -39,6 +39,9 @@ struct BenchOptions {
   bool gemm = true, layer = true, quant_lift = true;
   /// Also time the CUTLASS backend (W8A8, BF16): variants "<pattern>-cutlass" and "dense-cutlass".
   bool cutlass = true;
+  /// Also time SlideSparse's own sm90 2:4 kernel (W8A8, BF16): variant "<pattern>-sm90" (and make
+  /// it a candidate of the dispatching layer).
+  bool sm90 = false;
   /// Also time the dispatching layer ("<pattern>-dispatch", layer mode): per M the fastest of
   /// its candidates (CUTLASS, cuSPARSELt, dense fallback), as chosen by its own tuning.
   bool dispatch = true;

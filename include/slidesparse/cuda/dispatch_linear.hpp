@@ -1,7 +1,8 @@
 /// \file dispatch_linear.hpp
 /// \brief A SlideSparse linear layer that runs, for each M bucket, whichever of its candidate
-/// implementations is fastest on this GPU: CUTLASS 2:4 with the fused epilogue, cuSPARSELt 2:4,
-/// and optionally a dense fallback on the same pruned weight (for the M where sparse loses).
+/// implementations is fastest on this GPU: CUTLASS 2:4 with the fused epilogue, SlideSparse's own
+/// sm90 2:4 kernel (also fused), cuSPARSELt 2:4, and optionally a dense fallback on the same
+/// pruned weight (for the M where sparse loses).
 /// Without a pattern it is a dense layer choosing among its dense forms (the strongest dense
 /// baseline: dense CUTLASS, cuBLASLt with fused scales, cuBLASLt with its own epilogue).
 ///
@@ -32,6 +33,10 @@ struct DispatchConfig {
   LinearConfig layer;
   bool cutlass = true;     ///< CUTLASS candidates, 2:4 and dense (where CUTLASS can run the layer)
   bool cusparselt = true;  ///< cuSPARSELt 2:4 candidate (a second compressed copy when both)
+  /// SlideSparse's hand-written sm90a 2:4 kernel (sm90_sparse_gemm.hpp) as a candidate, where it
+  /// can run the layer (W8A8, BF16, N % 8 == 0, Hopper): one more compressed copy. Off by default
+  /// until its GPU tests have passed on the lent machine (docs/PERFORMANCE.md says where it stands).
+  bool sm90 = false;
   /// A dense copy of the pruned weight, used for the M buckets where every sparse candidate is
   /// slower: run by dense CUTLASS (with `cutlass`) and by cuBLASLt where CUTLASS can run it, else by
   /// cuBLASLt alone; cuBLASLt both with the scales fused and with its own epilogue where it can
@@ -67,7 +72,7 @@ class DispatchLinear {
   /// an Error naming the candidates when there is no such one. Not recorded in the tuning cache.
   void force(std::int64_t m, std::string const& candidate, cudaStream_t stream);
 
-  /// The candidate chosen for M's bucket: "cutlass", "cusparselt", "dense-cutlass",
+  /// The candidate chosen for M's bucket: "cutlass", "sm90", "cusparselt", "dense-cutlass",
   /// "dense-cublaslt", "dense-cublaslt-unfused", or "dense" / "dense-unfused" (cuBLASLt where
   /// CUTLASS cannot run the layer); empty before prepare. And whether the choice came from the
   /// tuning cache.

@@ -9,6 +9,8 @@
 ///                   contiguous x, and the GEMM reads exactly M rows): the GEMM reads x.
 ///   2. GEMM         CUTLASS backend (config.backend): one sm90a kernel, 2:4 on the compressed W'
 ///                   or dense, exactly M rows, with step 3 fused into it (y written once, N_pad = N).
+///                   Hand-written sm90 backend: the same contract, 2:4 only, on SlideSparse's own
+///                   kernel (sm90_sparse_gemm.hpp; its schedule timed per M_b).
 ///                   SlideSparse: cuSPARSELt 2:4 on the compressed W' [N_pad, K'], over the
 ///                   padded M_b rows (cuSPARSELt plans are per M_b); dense: cuBLASLt on
 ///                   W [N_pad, K'] over exactly M rows with the algorithm tuned for M_b.
@@ -28,6 +30,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -48,6 +51,7 @@ namespace slidesparse::cuda {
 class CusparseltGemm;
 class CublasltGemm;
 class CutlassGemm;
+class Sm90SparseGemm;
 
 /// Which GEMM library a layer runs on.
 enum class GemmBackend {
@@ -59,6 +63,10 @@ enum class GemmBackend {
   kCutlass,
   /// kCutlass where it can run the layer, else kLibrary.
   kAuto,
+  /// SlideSparse's hand-written sm90a 2:4 kernel with the whole epilogue fused
+  /// (sm90_sparse_gemm.hpp): sparse W8A8 layers with BF16 activations and N % 8 == 0 on Hopper;
+  /// an Error naming the reason elsewhere (and for dense layers).
+  kSm90Sparse,
 };
 
 struct LinearConfig {
@@ -170,6 +178,8 @@ class Linear {
   /// build and device (W8A8, BF16 activations, N % 8 == 0, sm_90), else why not. Ignores
   /// config.backend.
   static std::string cutlass_unsupported(LinearConfig const& config, std::int64_t n, std::int64_t k);
+  /// The same for the hand-written sm90 sparse backend (kSm90Sparse), which runs sparse layers only.
+  static std::string sm90_sparse_unsupported(LinearConfig const& config, std::int64_t n, std::int64_t k);
 
   std::int64_t n() const noexcept { return n_; }
   std::int64_t k() const noexcept { return layout_.k(); }
@@ -186,6 +196,8 @@ class Linear {
   bool dense_scales_fused() const noexcept { return fused_dense_; }
   /// Whether the layer runs on the CUTLASS backend (GEMM + fused epilogue in one kernel).
   bool uses_cutlass() const noexcept { return static_cast<bool>(cutlass_); }
+  /// The backend the layer runs on (kCutlass, kSm90Sparse or kLibrary; never kAuto).
+  GemmBackend backend() const noexcept { return backend_; }
   /// The GEMM configuration chosen for M's bucket (CUTLASS: kernel and options; libraries:
   /// the library name), empty before prepare(M).
   std::string gemm_description(std::int64_t m) const;
@@ -193,6 +205,12 @@ class Linear {
  private:
   struct Device;
   void reserve_scratch(std::int64_t bucket, cudaStream_t stream);
+  struct Sm90Plan {
+    int schedule;
+    bool from_cache;
+  };
+  /// The fastest compiled schedule of the sm90 kernel at M_b rows (tuning cache, else timed).
+  Sm90Plan choose_sm90_schedule(std::int64_t bucket, cudaStream_t stream) const;
   bool scratch_fits(std::int64_t bucket) const noexcept;
   void run(LinearStage const* only, void const* x, void* y, std::int64_t m, cudaStream_t stream, std::int64_t ldx);
 
@@ -200,7 +218,8 @@ class Linear {
   std::string name_;
   ActivationLayout layout_;
   std::int64_t n_;
-  bool on_cutlass_;  ///< the GEMM runs on CUTLASS (decided before n_padded_, which depends on it)
+  /// kCutlass / kSm90Sparse: one kernel writes y (decided before n_padded_, which depends on it).
+  GemmBackend backend_;
   std::int64_t n_padded_;
   DType acc_dtype_;
   bool fused_dense_ = false;
@@ -211,6 +230,8 @@ class Linear {
   std::unique_ptr<CusparseltGemm> sparse_;
   std::unique_ptr<CublasltGemm> dense_;
   std::unique_ptr<CutlassGemm> cutlass_;
+  std::unique_ptr<Sm90SparseGemm> sm90_;
+  std::map<std::int64_t, Sm90Plan> sm90_plans_;  ///< by M bucket: the fastest compiled schedule
 };
 
 }  // namespace slidesparse::cuda
