@@ -201,10 +201,10 @@ void sync_launch(cudaEvent_t stop) {
   cudaError_t const err = cudaEventSynchronize(stop);
   if (err == cudaSuccess) return;
   HangReport const volatile* r = hang_report().host;  // written by the device behind the compiler's back
-  if (r->k_tile_plus_one != 0) {
-    std::fprintf(stderr, "sparse_gemm: block (%u, %u): the consumers never handed back the stage of k-tile %u "
+  if (r->iteration_plus_one != 0) {
+    std::fprintf(stderr, "sparse_gemm: block %u: the consumers never handed back the stage of its k-iteration %u "
                  "(a full barrier that never completed, or a wgmma that never retired)\n",
-                 r->block_x, r->block_y, r->k_tile_plus_one - 1);
+                 r->block, r->iteration_plus_one - 1);
   }
   std::fprintf(stderr, "sparse_gemm launch: %s\n", cudaGetErrorString(err));
   std::exit(2);
@@ -226,7 +226,10 @@ DeviceRun<Out> run_on_device(Problem const& p, SparseTiles const& t, int launche
   SPARSE_WGMMA_CHECK(cudaMemset(y, 0xFF, y_bytes));  // NaN: an unwritten output shows
   CUtensorMap const x_map = make_x_map(x, p.m, p.k);
   SPARSE_WGMMA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
-  dim3 const grid(p.m_tiles(), p.n_tiles());
+  int device = 0, sms = 0;  // persistent: one CTA per SM (at most one per tile)
+  SPARSE_WGMMA_CHECK(cudaGetDevice(&device));
+  SPARSE_WGMMA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  dim3 const grid(std::min(p.m_tiles() * p.n_tiles(), sms));
   cudaEvent_t start, stop;
   SPARSE_WGMMA_CHECK(cudaEventCreate(&start));
   SPARSE_WGMMA_CHECK(cudaEventCreate(&stop));

@@ -19,7 +19,10 @@ flags=(-std=c++20 -O2 "-gencode=arch=compute_90a,code=sm_90a" -diag-suppress 177
   nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,power.limit --format=csv
   nvcc --version | tail -2
   nvcc "${flags[@]}" -o "$bin/layout" bench/wgmma_sp_layout.cu &
-  nvcc "${flags[@]}" -o "$bin/proto" bench/sparse_gemm_proto.cu &
+  # The library's host tiling is plain C++ with fmt: g++ compiles it (nvcc's host pass cannot
+  # take fmt 9's consteval format strings), nvcc links it.
+  (g++ -std=c++20 -O2 -Iinclude -c src/cuda/sm90/sparse_tiles.cpp -o "$bin/tiles.o" &&
+    nvcc "${flags[@]}" -o "$bin/proto" bench/sparse_gemm_proto.cu "$bin/tiles.o" -lfmt) &
   wait
   [[ -x "$bin/layout" && -x "$bin/proto" ]] || { echo "compile failed"; exit 1; }
   timeout "$(left)" "$bin/layout"
@@ -29,20 +32,26 @@ flags=(-std=c++20 -O2 "-gencode=arch=compute_90a,code=sm_90a" -diag-suppress 177
     echo "prototype not run: the layouts it assumes do not hold (see above)"
     exit 1
   fi
-  timeout "$(left)" "$bin/proto" | tee "$bin/proto.txt"
-  echo "proto rc=${PIPESTATUS[0]}"
+  # PROFILE_SCHEDULES="I ...": only the profiles of those schedules (no full run first).
+  if [[ -z "${PROFILE_SCHEDULES:-}" ]]; then
+    timeout "$(left)" "$bin/proto" | tee "$bin/proto.txt"
+    echo "proto rc=${PIPESTATUS[0]}"
+  fi
   if [[ "${PROFILE:-0}" == 1 ]]; then
-    # "  schedule I (stages ..): T us [...]" lines of the timing; the fastest one's index.
-    best=$(grep -E '^  schedule [0-9]+ \(' "$bin/proto.txt" | sort -t: -k2 -g | head -1 | awk '{print $2}')
-    for s in 0 ${best:+$best}; do
+    # "  FP8 E4M3 schedule I (stages ..): T us [...]" lines of the timing; the fastest one's index.
+    best=$(grep -E '^  FP8 E4M3 schedule [0-9]+ \(' "$bin/proto.txt" 2>/dev/null | sort -t: -k2 -g | head -1 | awk '{print $4}')
+    for s in ${PROFILE_SCHEDULES:-0 ${best:+$best}}; do
       [[ -f "$OUT/ncu-schedule$s.txt" ]] && continue
       echo "--- ncu, schedule $s"
-      timeout "$(left)" ncu -k regex:nv_bfloat16 --launch-count 1 \
+      # Launch 8 of the BF16 kernel: after the six FP8 exactness cases, the gate_up timing's
+      # warm-up. Real clocks (--clock-control none), to compare with the timing above.
+      timeout "$(left)" ncu --kernel-name-base demangled -k regex:nv_bfloat16 --launch-skip 7 --launch-count 1 --clock-control none \
         --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-        --section WarpStateStats --section Occupancy "$bin/proto" --schedule "$s" > "$OUT/ncu-schedule$s.txt" 2>&1
+        --section MemoryWorkloadAnalysis_Tables --section WarpStateStats --section SchedulerStats \
+        --section LaunchStats --section Occupancy "$bin/proto" --schedule "$s" > "$OUT/ncu-schedule$s.txt" 2>&1
       echo "ncu rc=$?"
-      grep -E "Duration|Compute \(SM\) Throughput|Memory Throughput|Shared Memory|Tensor|Issue Slots Busy" \
-        "$OUT/ncu-schedule$s.txt" | head -20
+      grep -E "Grid Size|Duration|SM Frequency|Compute \(SM\) Throughput|Memory Throughput|L2 Hit|L1/TEX Hit|DRAM Throughput|Shared Memory|Tensor|Issue Slots Busy|Registers Per|Stall|Eligible Warps|No Eligible" \
+        "$OUT/ncu-schedule$s.txt" | head -40
     done
   fi
 } 2>&1 | tee "$log"

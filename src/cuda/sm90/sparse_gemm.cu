@@ -3,6 +3,7 @@
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "sparse_gemm_kernel.cuh"
@@ -37,7 +38,14 @@ cudaError_t launch(SparseGemmArgs const& a, CUtensorMap const& x_map, cudaStream
   if (attribute != cudaSuccess) return attribute;
   int const n = static_cast<int>(a.n), m = static_cast<int>(a.m);
   int const k_tiles = static_cast<int>((a.k_lifted + kStageK - 1) / kStageK);
-  dim3 const grid((m + kTileM - 1) / kTileM, (n + kTileN - 1) / kTileN);
+  // Persistent: one CTA per SM (at most one per tile) walks the tiles.
+  int device = 0, sms = 0;
+  if (cudaError_t const err = cudaGetDevice(&device); err != cudaSuccess) return err;
+  if (cudaError_t const err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); err != cudaSuccess) {
+    return err;
+  }
+  long long const tiles = static_cast<long long>((m + kTileM - 1) / kTileM) * ((n + kTileN - 1) / kTileN);
+  dim3 const grid(static_cast<unsigned>(std::min<long long>(tiles, sms)));
   kernel<<<grid, kThreads, kSmem, stream>>>(static_cast<uint8_t const*>(a.values),
                                              static_cast<uint8_t const*>(a.metadata), x_map, k_tiles, n, m, a.scale_w,
                                              a.scale_x, a.bias, static_cast<__nv_bfloat16*>(a.y), nullptr);

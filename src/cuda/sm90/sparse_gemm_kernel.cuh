@@ -14,8 +14,13 @@
 ///   - wgmma batches of several stages run back to back between two drains of the tensor pipe
 ///     (Schedule, sparse_layout.hpp), where CUTLASS's sparse mainloop drains after every k-tile
 ///     (K_PIPE_MMAS = 0);
-///   - the epilogue in two shared-memory passes: fragments to F32, then per token scaled, biased,
-///     rounded once to Out and stored as contiguous 16-byte runs of y.
+///   - the epilogue in two shared-memory passes per chunk of 32 tokens: fragments to F32, then per
+///     token scaled, biased, rounded once to Out and stored as contiguous 16-byte runs of y;
+///   - persistent: one CTA per SM walks the tiles (tokens fastest), the producer running on into
+///     the next tile's stages while the consumers write the last one out (the epilogue has its
+///     own shared memory). The first, non-persistent version paid the CTA start, the pipeline
+///     fill and the epilogue once per tile: 25 % slower than CUTLASS's persistent 2:4 kernel on
+///     an H100 (2026-12-06), whatever the schedule.
 /// Why groups and not a double buffer: a first version loaded stage k+1's metadata while stage
 /// k's batch was in flight (one wgmma.wait_group 1 per stage). ptxas (CUDA 13.0) reported "C7513
 /// Potential Performance Loss: wgmma.mma_async instructions are serialized due to non wgmma
@@ -62,11 +67,11 @@ __device__ __forceinline__ void wgmma_wait_pending(int pending) {
 // more and ptxas serializes the G = 4 schedule, C7512). No printf: a call makes ptxas
 // serialize every wgmma of the kernel (C7510).
 struct HangReport {
-  unsigned block_x, block_y, k_tile_plus_one;  // 0: no report
+  unsigned block, iteration_plus_one;  // CTA and its k-iteration (over all its tiles); 0: no report
 };
 
 // hang: mapped host memory, or null for a plain wait (the library's launches).
-__device__ __forceinline__ void wait_released_or_trap(uint64_t* bar, uint32_t parity, int k_tile, HangReport* hang) {
+__device__ __forceinline__ void wait_released_or_trap(uint64_t* bar, uint32_t parity, int iteration, HangReport* hang) {
   if (hang == nullptr) {
     mbarrier_wait(bar, parity);
     return;
@@ -75,7 +80,7 @@ __device__ __forceinline__ void wait_released_or_trap(uint64_t* bar, uint32_t pa
   for (unsigned tries = 0; !mbarrier_try_wait(bar, parity);) {
     if (++tries == (1u << 26)) {
       volatile HangReport* r = hang;
-      r->block_x = blockIdx.x, r->block_y = blockIdx.y, r->k_tile_plus_one = unsigned(k_tile) + 1;
+      r->block = blockIdx.x, r->iteration_plus_one = unsigned(iteration) + 1;
       __threadfence_system();
       __trap();
     }
@@ -92,11 +97,6 @@ enum class Operand : int { kE4M3, kS8 };
 template <Operand kIn>
 using Accumulator = std::conditional_t<kIn == Operand::kE4M3, float, int32_t>;
 
-/// Epilogue staging: a warpgroup's 128 rows x 128 tokens of accumulators as F32, stored
-/// [token][row] with each token's row padded by 4 floats, so that the fragment stores (a warp's
-/// lanes: 8 rows x 4 tokens two apart, 2 x 132 = 264 = 8 mod 32 words between those tokens) hit
-/// 32 different banks, and every token's 128 outputs leave as one contiguous run of y.
-constexpr int kStagePitch = 128 + 4;  // floats per token row
 // y[token][row] = Out(((acc * token_scale[token]) * row_scale[row]) + bias[row]) — the per-token
 // activation scale, the per-channel weight scale and the bias of a SlideSparse layer in the
 // library's order (cutlass_gemm.hpp, core/epilogue.hpp), each product and sum rounded on its own
@@ -112,14 +112,19 @@ __global__ void __launch_bounds__(kThreads, 1)
                 float const* __restrict__ bias, Out* __restrict__ y, HangReport* hang) {
   static_assert(kGroup >= 1 && kGroup <= 4 && kGroup < kStages, "wgmma_wait_pending covers 3 pending groups");
   static_assert(Schedule{kStages, kGroup, kStagger}.smem_bytes() <= 227 * 1024, "shared memory ring too deep");
-  static_assert(2 * 128 * kStagePitch * sizeof(float) <= kStages * kStageBytes, "epilogue staging exceeds the ring");
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   // Aligned to 1024 (the 128-byte swizzle's atom) by an offset, not through an integer cast,
   // so that the compiler still knows it is shared memory (LDS/STS, not generic loads).
+  // [ring: kStages x kStageBytes][epilogue staging: kEpilogueBytes][full, empty barriers]
   uint8_t* smem = smem_raw + ((1024u - (smem_u32(smem_raw) & 1023u)) & 1023u);
-  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes);
+  float* staging = reinterpret_cast<float*>(smem + kStages * kStageBytes);
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes + kEpilogueBytes);
   uint64_t* empty = full + kStages;
-  int const m_tile = blockIdx.x, n_tile = blockIdx.y;  // tokens fastest: neighbours share A tiles in L2
+  // Tiles in order tile = m_tile + m_tiles * n_tile (tokens fastest: the CTAs in flight share
+  // a few A tiles and all of X in L2); CTA b takes tiles b, b + gridDim.x, ... The ring's k-iterations
+  // run on across the CTA's tiles: iteration it uses stage it % kStages in phase (it / kStages) & 1.
+  int const m_tiles = (m + kTileM - 1) / kTileM;
+  int const tiles = m_tiles * ((n + kTileN - 1) / kTileN);
   int const warpgroup = threadIdx.x / 128, lane = threadIdx.x % 32;
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
@@ -133,23 +138,27 @@ __global__ void __launch_bounds__(kThreads, 1)
   if (warpgroup == 0) {  // producer
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
     if (threadIdx.x == 0) {
-      uint8_t const* a = a_tiles + size_t(n_tile) * k_tiles * kABytes;
-      uint8_t const* e = e_tiles + size_t(n_tile) * k_tiles * kEBytes;
-      for (int kt = 0; kt < k_tiles; ++kt) {
-        int const s = kt % kStages;
-        if (kt >= kStages) wait_released_or_trap(&empty[s], ((kt / kStages) - 1) & 1, kt - kStages, hang);
-        uint8_t* stage = smem + s * kStageBytes;
-        mbarrier_arrive_expect_tx(&full[s], kStageBytes);
-        bulk_copy_g2s(stage, a + size_t(kt) * kABytes, kABytes, &full[s]);
-        // B: tokens [128 m_tile, +128) x bytes [128 kt, +128) of X [m][k] (row-major, as the
-        // quant+lift kernel writes it), 128-byte swizzle; beyond m or k the box reads zeros.
-        tma_load_2d(stage + kABytes, &x_map, kt * kStageK, m_tile * kTileM, &full[s]);
-        bulk_copy_g2s(stage + kABytes + kBBytes, e + size_t(kt) * kEBytes, kEBytes, &full[s]);
+      int it = 0;
+      for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+        int const m_tile = tile % m_tiles, n_tile = tile / m_tiles;
+        uint8_t const* a = a_tiles + size_t(n_tile) * k_tiles * kABytes;
+        uint8_t const* e = e_tiles + size_t(n_tile) * k_tiles * kEBytes;
+        for (int kt = 0; kt < k_tiles; ++kt, ++it) {
+          int const s = it % kStages;
+          if (it >= kStages) wait_released_or_trap(&empty[s], ((it / kStages) - 1) & 1, it - kStages, hang);
+          uint8_t* stage = smem + s * kStageBytes;
+          mbarrier_arrive_expect_tx(&full[s], kStageBytes);
+          bulk_copy_g2s(stage, a + size_t(kt) * kABytes, kABytes, &full[s]);
+          // B: tokens [128 m_tile, +128) x bytes [128 kt, +128) of X [m][k] (row-major, as the
+          // quant+lift kernel writes it), 128-byte swizzle; beyond m or k the box reads zeros.
+          tma_load_2d(stage + kABytes, &x_map, kt * kStageK, m_tile * kTileM, &full[s]);
+          bulk_copy_g2s(stage + kABytes + kBBytes, e + size_t(kt) * kEBytes, kEBytes, &full[s]);
+        }
       }
-      // Watchdog only (with a hang report): wait until the last stages come back too (the release of k-tile kt
-      // completes phase kt / kStages of its slot's empty barrier).
-      for (int kt = max(0, k_tiles - kStages); hang != nullptr && kt < k_tiles; ++kt) {
-        wait_released_or_trap(&empty[kt % kStages], (kt / kStages) & 1, kt, hang);
+      // Watchdog only (with a hang report): wait until the last stages come back too (the
+      // release of iteration j completes phase j / kStages of its slot's empty barrier).
+      for (int j = max(0, it - kStages); hang != nullptr && j < it; ++j) {
+        wait_released_or_trap(&empty[j % kStages], (j / kStages) & 1, j, hang);
       }
     }
     return;
@@ -160,22 +169,18 @@ __global__ void __launch_bounds__(kThreads, 1)
   int const ct = threadIdx.x - 128;       // consumer thread 0..255
   int const t = threadIdx.x % 128;        // thread within the warpgroup
   Accumulator<kIn> acc[2][64];
-#pragma unroll
-  for (int r = 0; r < 2; ++r)
-#pragma unroll
-    for (int i = 0; i < 64; ++i) acc[r][i] = 0;
 
-  // Stages [kt, kt + G): wait for all of them and load their metadata (one 16-byte shared load
-  // per thread and stage), then issue their batches back to back, one commit group per stage,
-  // and retire them in order, handing each stage back as its batch completes. The last wait
-  // (pending 0) is the group's one drain of the tensor pipe.
-  auto group_step = [&](int kt, auto group_size) {
+  // Iterations [it, it + G): wait for all of them and load their metadata (one 16-byte shared
+  // load per thread and stage), then issue their batches back to back, one commit group per
+  // stage, and retire them in order, handing each stage back as its batch completes. The last
+  // wait (pending 0) is the group's one drain of the tensor pipe.
+  auto group_step = [&](int it, auto group_size) {
     constexpr int G = decltype(group_size)::value;
     uint4 meta[G];
 #pragma unroll
     for (int j = 0; j < G; ++j) {
-      int const s = (kt + j) % kStages;
-      mbarrier_wait(&full[s], ((kt + j) / kStages) & 1);
+      int const s = (it + j) % kStages;
+      mbarrier_wait(&full[s], ((it + j) / kStages) & 1);
       meta[j] = reinterpret_cast<uint4 const*>(smem + s * kStageBytes + kABytes + kBBytes)[ct];
     }
     fence_accumulators(acc[0]);
@@ -183,7 +188,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     wgmma_fence();
 #pragma unroll
     for (int j = 0; j < G; ++j) {
-      uint8_t const* stage = smem + ((kt + j) % kStages) * kStageBytes;
+      uint8_t const* stage = smem + ((it + j) % kStages) * kStageBytes;
       uint32_t const a_base = smem_u32(stage) + wg * 128 * 64;
       uint32_t const b_base = smem_u32(stage + kABytes);
 #pragma unroll
@@ -204,68 +209,84 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int j = 0; j < G; ++j) {
       wgmma_wait_pending(G - 1 - j);
-      if (lane == 0) mbarrier_arrive(&empty[(kt + j) % kStages]);
+      if (lane == 0) mbarrier_arrive(&empty[(it + j) % kStages]);
     }
     fence_accumulators(acc[0]);
     fence_accumulators(acc[1]);
   };
-  int kt = 0;
-  if (kStagger && wg == 1 && k_tiles > 0) group_step(kt++, std::integral_constant<int, 1>{});
-  for (; kt + kGroup <= k_tiles; kt += kGroup) group_step(kt, std::integral_constant<int, kGroup>{});
-  for (; kt < k_tiles; ++kt) group_step(kt, std::integral_constant<int, 1>{});
-  wgmma_wait<0>();
-  fence_accumulators(acc[0]);
-  fence_accumulators(acc[1]);
 
-  // Epilogue, in two passes so that few values are live at once (the 128 accumulators already
-  // fill most of the registers): the fragments into shared memory as F32, then each token's row
-  // of 128 outputs scaled, biased and rounded on the way out to y. Both consumer
-  // warpgroups must be done reading the ring before either overwrites it (every stage the
-  // producer filled has been consumed by then).
-  named_barrier_sync(1, 256);
-  float* staged = reinterpret_cast<float*>(smem) + wg * 128 * kStagePitch;  // [token 0..127][row 0..127]
-  // Accumulator (row block rb, d[i]) of thread t: warpgroup row 64 rb + 16 (t / 32) + (t % 32) / 4
-  // + 8 ((i / 2) % 2), tile token 8 (i / 4) + 2 (t % 4) + i % 2 (the m64nNk F32 D fragment).
+  float* staged = staging + wg * kEpilogueTokens * kStagePitch;  // [token 0..31][row 0..127]
   int const warp = t / 32;
-  int const row0 = n_tile * kTileN + wg * 128, token0 = m_tile * kTileM;
-  int const rows_here = min(128, n - row0), tokens_here = min(128, m - token0);
+  int it0 = 0;  // the tile's first k-iteration
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, it0 += k_tiles) {
 #pragma unroll
-  for (int rb = 0; rb < 2; ++rb) {
+    for (int r = 0; r < 2; ++r)
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      int const r = rb * 64 + 16 * warp + lane / 4 + 8 * h;
+      for (int i = 0; i < 64; ++i) acc[r][i] = 0;
+    int kt = 0;
+    if (kStagger && wg == 1 && k_tiles > 0) group_step(it0 + kt++, std::integral_constant<int, 1>{});
+    for (; kt + kGroup <= k_tiles; kt += kGroup) group_step(it0 + kt, std::integral_constant<int, kGroup>{});
+    for (; kt < k_tiles; ++kt) group_step(it0 + kt, std::integral_constant<int, 1>{});
+    wgmma_wait<0>();
+    fence_accumulators(acc[0]);
+    fence_accumulators(acc[1]);
+
+    // Epilogue, per chunk of 32 tokens in two passes so that few values are live at once (the
+    // 128 accumulators already fill most of the registers): the chunk's fragments into the
+    // warpgroup's staging as F32, then each token's 128 outputs scaled, biased and rounded on
+    // the way out to y.
+    // Accumulator (row block rb, d[i]) of thread t: warpgroup row 64 rb + 16 (t / 32) + (t % 32) / 4
+    // + 8 ((i / 2) % 2), tile token 8 (i / 4) + 2 (t % 4) + i % 2 (the m64nNk F32 D fragment),
+    // so chunk c holds i / 4 in [4 c, 4 c + 4).
+    int const m_tile = tile % m_tiles, n_tile = tile / m_tiles;
+    int const row0 = n_tile * kTileN + wg * 128, token0 = m_tile * kTileM;
+    int const rows_here = min(128, n - row0), tokens_here = min(128, m - token0);
+    // 16-byte stores where y's rows are 16-byte aligned, single elements otherwise (and at the
+    // edge of n).
+    bool const vector_rows = (size_t(n) * sizeof(Out)) % 16 == 0 && rows_here == 128;
 #pragma unroll
-      for (int i = 0; i < 64; ++i) {
-        if ((i / 2) % 2 == h) {
-          // INT32 -> F32 rounds to nearest (exact below 2^24), as CUTLASS's epilogue converts.
-          float const v = kIn == Operand::kE4M3 ? float(acc[rb][i]) : __int2float_rn(int(acc[rb][i]));
-          staged[(8 * (i / 4) + 2 * (lane % 4) + i % 2) * kStagePitch + r] = v;
+    for (int c = 0; c < kTileM / kEpilogueTokens; ++c) {
+      if (c * kEpilogueTokens >= tokens_here) break;  // the same for the whole warpgroup
+#pragma unroll
+      for (int rb = 0; rb < 2; ++rb) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          int const r = rb * 64 + 16 * warp + lane / 4 + 8 * h;
+#pragma unroll
+          for (int i = 0; i < 64; ++i) {
+            if ((i / 2) % 2 == h && i / 4 >= 4 * c && i / 4 < 4 * c + 4) {
+              // INT32 -> F32 rounds to nearest (exact below 2^24), as CUTLASS's epilogue converts.
+              float const v = kIn == Operand::kE4M3 ? float(acc[rb][i]) : __int2float_rn(int(acc[rb][i]));
+              staged[(8 * (i / 4 - 4 * c) + 2 * (lane % 4) + i % 2) * kStagePitch + r] = v;
+            }
+          }
         }
       }
-    }
-  }
-  named_barrier_sync(2 + wg, 128);
-  // Pass 2: thread-chunks of 8 consecutive rows of one token; 16-byte stores where y's rows are
-  // 16-byte aligned, single elements otherwise (and at the edge of n).
-  bool const vector_rows = (size_t(n) * sizeof(Out)) % 16 == 0 && rows_here == 128;
-  for (int idx = t; idx < tokens_here * 16; idx += 128) {
-    int const tok = idx / 16, r = (idx % 16) * 8;
-    float const ts = token_scale[token0 + tok];
-    alignas(16) Out out[8];
+      named_barrier_sync(2 + wg, 128);
+      // Pass 2: thread-chunks of 8 consecutive rows of one token.
+      int const chunk_token0 = token0 + c * kEpilogueTokens;
+      int const chunk_tokens = min(kEpilogueTokens, tokens_here - c * kEpilogueTokens);
+      for (int idx = t; idx < chunk_tokens * 16; idx += 128) {
+        int const tok = idx / 16, r = (idx % 16) * 8;
+        float const ts = token_scale[chunk_token0 + tok];
+        alignas(16) Out out[8];
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      int const row = row0 + r + j;
-      bool const inside = r + j < rows_here;
-      float const rs = inside ? row_scale[row] : 0.f;
-      float const b = bias != nullptr && inside ? bias[row] : 0.f;
-      out[j] = static_cast<Out>(__fadd_rn(__fmul_rn(__fmul_rn(staged[tok * kStagePitch + r + j], ts), rs), b));
-    }
-    Out* dst = &y[size_t(token0 + tok) * n + row0 + r];
-    if (vector_rows) {
+        for (int j = 0; j < 8; ++j) {
+          int const row = row0 + r + j;
+          bool const inside = r + j < rows_here;
+          float const rs = inside ? row_scale[row] : 0.f;
+          float const b = bias != nullptr && inside ? bias[row] : 0.f;
+          out[j] = static_cast<Out>(__fadd_rn(__fmul_rn(__fmul_rn(staged[tok * kStagePitch + r + j], ts), rs), b));
+        }
+        Out* dst = &y[size_t(chunk_token0 + tok) * n + row0 + r];
+        if (vector_rows) {
 #pragma unroll
-      for (int v = 0; v < int(sizeof(out)) / 16; ++v) reinterpret_cast<uint4*>(dst)[v] = reinterpret_cast<uint4 const*>(out)[v];
-    } else {
-      for (int j = 0; j < 8 && r + j < rows_here; ++j) dst[j] = out[j];
+          for (int v = 0; v < int(sizeof(out)) / 16; ++v) reinterpret_cast<uint4*>(dst)[v] = reinterpret_cast<uint4 const*>(out)[v];
+        } else {
+          for (int j = 0; j < 8 && r + j < rows_here; ++j) dst[j] = out[j];
+        }
+      }
+      named_barrier_sync(2 + wg, 128);  // the staging is free for the next chunk
     }
   }
 }

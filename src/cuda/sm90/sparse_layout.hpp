@@ -25,12 +25,23 @@ constexpr int kBBytes = kTileM * kStageK;      // 16384
 constexpr int kEBytes = 2 * 128 * 16;          // 4096: [consumer thread 256] x 4 words
 constexpr int kStageBytes = kABytes + kBBytes + kEBytes;
 constexpr int kThreads = 3 * 128;  // producer warpgroup + two consumer warpgroups
+/// Epilogue staging, apart from the ring (the producer already fills the ring with the next
+/// tile's stages while the consumers write this one out): per consumer warpgroup a chunk of
+/// kEpilogueTokens tokens x 128 rows of F32, stored [token][row] with each token's row padded by
+/// 4 floats, so that the fragment stores (a warp's lanes: 8 rows x 4 tokens two apart,
+/// 2 x 132 = 264 = 8 mod 32 words between those tokens) hit 32 different banks and every token's
+/// outputs leave as one contiguous run of y. Four chunks per tile.
+constexpr int kStagePitch = 128 + 4;  // floats per token row
+constexpr int kEpilogueTokens = 32;
+constexpr int kEpilogueBytes = 2 * kEpilogueTokens * kStagePitch * 4;  // 33792
 
 /// How the consumers walk the stages. Every schedule loads a group's metadata before its first
 /// wgmma starts, because a metadata register written while a batch is in flight makes ptxas
 /// serialize every wgmma (C7513; SASS: one WARPGROUP.DEPBAR after each QGMMA; see
 /// sparse_gemm_kernel.cuh).
-///   stages: depth of the shared-memory ring (36 KB each; 6 at most in 227 KB);
+///   stages: depth of the shared-memory ring (36 KB each; 5 at most in 227 KB beside the
+///           epilogue's 33 KB). The kernel is persistent, so the ring also carries the next
+///           tile's first stages while the consumers write the current one out;
 ///   group:  stages whose batches run back to back between two drains of the tensor pipe
 ///           (1 = CUTLASS's schedule, a drain per stage; G holds 4 G metadata registers). A stage
 ///           goes back to the producer as soon as its own batch retires (wgmma.wait_group
@@ -41,14 +52,19 @@ constexpr int kThreads = 3 * 128;  // producer warpgroup + two consumer warpgrou
 struct Schedule {
   int stages, group;
   bool stagger;
-  SLIDESPARSE_HOST_DEVICE constexpr int smem_bytes() const { return stages * kStageBytes + 1024 + 2 * stages * 8; }
+  /// Ring, epilogue staging, 1 KB for aligning the ring to the 128-byte swizzle's atom, barriers.
+  SLIDESPARSE_HOST_DEVICE constexpr int smem_bytes() const {
+    return stages * kStageBytes + kEpilogueBytes + 1024 + 2 * stages * 8;
+  }
 };
 
 /// The schedules compiled (the library's launcher and bench_sparse_gemm_proto): CUTLASS's
 /// (a drain per stage) first, then longer groups, with and without the staggered second
-/// warpgroup. Which is fastest is measured (docs/PERFORMANCE.md), not assumed.
-inline constexpr Schedule kSchedules[] = {{4, 1, false}, {4, 2, false}, {5, 2, true},
-                                          {6, 3, false}, {6, 3, true},  {6, 4, false}};
+/// warpgroup. Which is fastest is measured (docs/PERFORMANCE.md), not assumed: on an H100
+/// (2026-12-06, the non-persistent kernel) the group length moved the gate_up time by under 3 %,
+/// and six-stage rings no longer fit beside the epilogue's staging.
+inline constexpr Schedule kSchedules[] = {{4, 1, false}, {4, 2, false}, {4, 2, true},
+                                          {5, 1, false}, {5, 2, true},  {5, 3, false}};
 inline constexpr int kScheduleCount = sizeof(kSchedules) / sizeof(kSchedules[0]);
 
 /// Byte offset of (row, byte) in a tile of 64-byte rows with the 64-byte swizzle: 8-row atoms of
