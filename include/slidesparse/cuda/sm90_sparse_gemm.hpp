@@ -7,7 +7,9 @@
 /// The kernel runs one of several compiled mainloop schedules (kSchedules in
 /// src/cuda/sm90/sparse_layout.hpp); run() takes the schedule, choose_schedule() times them.
 ///
-/// Linear runs it as GemmBackend::kSm90Sparse (the schedule timed per M bucket).
+/// Linear runs it as GemmBackend::kSm90Sparse (the schedule timed per M bucket). Status
+/// (2026-12-06): exact on H100 and H200 (GPU tests, memcheck clean), ~1.25x slower than CUTLASS's
+/// 2:4 kernel (docs/PERFORMANCE.md), so DispatchLinear offers it only when asked (sm90 = true).
 #pragma once
 
 #include <cstddef>
