@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cuda_data_type.hpp"
+#include "cuda_event.hpp"
 #include "gemm_tuning.hpp"
 #include "slidesparse/cuda/check.hpp"
 #include "slidesparse/io/tuning_cache.hpp"
@@ -197,9 +198,8 @@ void CublasltGemm::tune(Plan& p, void const* x, void* y, cudaStream_t stream, st
                                    problem_text(input_dtype_, output_dtype_, p.m, n_, k_));
   // Time each candidate on the caller's buffers (3 warm-up + 5 timed runs, median) and keep the
   // fastest: the top heuristic is often not the best for skinny or odd shapes.
-  cudaEvent_t start = nullptr, stop = nullptr;
-  SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&start));
-  SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&stop));
+  detail::Event const start_event, stop_event;
+  cudaEvent_t const start = start_event.get(), stop = stop_event.get();
   float best_ms = 0;
   int best = -1;
   std::int32_t const alpha_i = 1, beta_i = 0;
@@ -230,8 +230,6 @@ void CublasltGemm::tune(Plan& p, void const* x, void* y, cudaStream_t stream, st
       best = i;
     }
   }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
   if (best < 0) fail(ErrorKind::kInternal, "cuBLASLt: none of {} candidate algorithms ran", found);
   p.algo = results[best].algo;
   if (!key.empty()) {

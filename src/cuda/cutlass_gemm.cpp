@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "cuda_event.hpp"
 #include "cutlass/cutlass_kernel.hpp"
 #include "gemm_tuning.hpp"
 #include "sm90a_requirements.hpp"
@@ -173,9 +174,8 @@ CutlassGemm::Plan& CutlassGemm::plan_for(std::int64_t plan_m, void const* x_lift
     std::size_t workspace_max = 0;
     for (auto const& [kernel, o] : candidates) workspace_max = std::max(workspace_max, kernel->workspace_bytes(problem, o));
     DeviceBuffer workspace(workspace_max);
-    cudaEvent_t start = nullptr, stop = nullptr;
-    SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&start));
-    SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&stop));
+    detail::Event const start_event, stop_event;
+    cudaEvent_t const start = start_event.get(), stop = stop_event.get();
     float best_ms = std::numeric_limits<float>::infinity();
     // One warm-up call, then the median of three timed calls per candidate.
     for (auto const& [kernel, o] : candidates) {
@@ -200,8 +200,6 @@ CutlassGemm::Plan& CutlassGemm::plan_for(std::int64_t plan_m, void const* x_lift
         plan->options = o;
       }
     }
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
     SLIDESPARSE_CUDA_CHECK(cudaGetLastError());
     if (!plan->kernel) {
       fail(ErrorKind::kInternal, "CUTLASS GEMM: every configuration failed to launch for N = {}, M = {}, K' = {}", n_,

@@ -9,6 +9,7 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include "cuda_event.hpp"
 #include "gemm_tuning.hpp"
 #include "slidesparse/cuda/check.hpp"
 #include "slidesparse/cuda/device_buffer.hpp"
@@ -16,22 +17,6 @@
 #include "slidesparse/io/tuning_cache.hpp"
 
 namespace slidesparse::cuda {
-namespace {
-
-// A CUDA event destroyed on every way out (the timing below can throw between creation and use).
-class Event {
- public:
-  Event() { SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&event_)); }
-  ~Event() { cudaEventDestroy(event_); }
-  Event(Event const&) = delete;
-  Event& operator=(Event const&) = delete;
-  cudaEvent_t get() const noexcept { return event_; }
-
- private:
-  cudaEvent_t event_ = nullptr;
-};
-
-}  // namespace
 
 DispatchLinear::DispatchLinear(DispatchConfig const& config, LinearWeights const& weights, cudaStream_t stream,
                                io::TuningCache* tuning, std::string name, std::shared_ptr<LinearScratch> scratch)
@@ -182,7 +167,7 @@ void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
   DeviceBuffer x(static_cast<std::size_t>(bucket * k_) * act), y(static_cast<std::size_t>(bucket * n_) * act);
   fill_device_random(config_.layer.activation_dtype, x.get(), static_cast<std::size_t>(bucket * k_) * 2, 0x5EED, stream);
   L2Flusher flusher;
-  Event const start_event, stop_event;
+  detail::Event const start_event, stop_event;
   cudaEvent_t const start = start_event.get(), stop = stop_event.get();
   // Candidates timed round-robin (clock and temperature drift then hit all of them alike; each
   // round starts one candidate later, so no candidate always follows the same one) after a

@@ -7,6 +7,7 @@
 
 #include "slidesparse/core/error.hpp"
 #include "slidesparse/cuda/check.hpp"
+#include "cuda_event.hpp"
 #include "sm90/sparse_gemm_launch.hpp"
 #include "sm90/sparse_layout.hpp"
 #include "sm90/sparse_tiles.hpp"
@@ -81,9 +82,8 @@ std::string const& Sm90SparseGemm::version() {
 int Sm90SparseGemm::choose_schedule(void const* x_lifted, void* y, std::int64_t m, float const* scale_x,
                                     float const* scale_w, float const* bias, cudaStream_t stream,
                                     std::vector<float>* median_ms) const {
-  cudaEvent_t start = nullptr, stop = nullptr;
-  SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&start));
-  SLIDESPARSE_CUDA_CHECK(cudaEventCreate(&stop));
+  detail::Event const start_event, stop_event;
+  cudaEvent_t const start = start_event.get(), stop = stop_event.get();
   int best = 0;
   float best_ms = 0.f;
   if (median_ms) median_ms->clear();
@@ -103,8 +103,6 @@ int Sm90SparseGemm::choose_schedule(void const* x_lifted, void* y, std::int64_t 
     if (median_ms) median_ms->push_back(median);
     if (s == 0 || median < best_ms) best = s, best_ms = median;
   }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
   return best;
 }
 
