@@ -44,6 +44,9 @@ Sm90SparseGemm::Sm90SparseGemm(void const* host_weight, DType input_dtype, std::
   SLIDESPARSE_CUDA_CHECK(
       cudaMemcpyAsync(metadata_.get(), tiles.metadata.data(), metadata_bytes, cudaMemcpyHostToDevice, stream));
   SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream));  // `tiles` goes out of scope
+  int device = 0;
+  SLIDESPARSE_CUDA_CHECK(cudaGetDevice(&device));
+  SLIDESPARSE_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, device));
 }
 
 void Sm90SparseGemm::run(void const* x_lifted, void* y, std::int64_t m, float const* scale_x, float const* scale_w,
@@ -60,6 +63,7 @@ void Sm90SparseGemm::run(void const* x_lifted, void* y, std::int64_t m, float co
   args.scale_w = scale_w;
   args.bias = bias;
   args.y = y;
+  args.multiprocessors = multiprocessors_;
   cudaError_t const err = sm90::launch_sparse_gemm(args, schedule, stream);
   if (err != cudaSuccess) {
     fail(ErrorKind::kInternal, "sm90 sparse GEMM [{} x {}] {}, M = {}, schedule {}: {}", n_, k_lifted_,

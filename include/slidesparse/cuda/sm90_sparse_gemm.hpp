@@ -36,7 +36,8 @@ class Sm90SparseGemm {
 
   /// host_weight: W' [n, k_lifted] row-major codes of `input_dtype` on the host (read during
   /// construction only). A group of four along K' with more than two nonzeros is an Error naming
-  /// `name`, the row and the columns. Uploads the tiles and synchronizes `stream`.
+  /// `name`, the row and the columns. Uploads the tiles to the current device (run() must use it)
+  /// and synchronizes `stream`.
   Sm90SparseGemm(void const* host_weight, DType input_dtype, std::int64_t n, std::int64_t k_lifted,
                  cudaStream_t stream, std::string_view name = "weight");
 
@@ -64,6 +65,7 @@ class Sm90SparseGemm {
   std::int64_t k_lifted_;
   DeviceBuffer values_;    ///< compressed weight images, [n_tile][k_tile] x 16 KB
   DeviceBuffer metadata_;  ///< metadata in fragment order, [n_tile][k_tile] x 4 KB
+  int multiprocessors_ = 0;  ///< of the GPU the tiles live on (queried once, not per run)
 };
 
 }  // namespace slidesparse::cuda

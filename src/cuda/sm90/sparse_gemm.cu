@@ -39,13 +39,8 @@ cudaError_t launch(SparseGemmArgs const& a, CUtensorMap const& x_map, cudaStream
   int const n = static_cast<int>(a.n), m = static_cast<int>(a.m);
   int const k_tiles = static_cast<int>((a.k_lifted + kStageK - 1) / kStageK);
   // Persistent: one CTA per SM (at most one per tile) walks the tiles.
-  int device = 0, sms = 0;
-  if (cudaError_t const err = cudaGetDevice(&device); err != cudaSuccess) return err;
-  if (cudaError_t const err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); err != cudaSuccess) {
-    return err;
-  }
   long long const tiles = static_cast<long long>((m + kTileM - 1) / kTileM) * ((n + kTileN - 1) / kTileN);
-  dim3 const grid(static_cast<unsigned>(std::min<long long>(tiles, sms)));
+  dim3 const grid(static_cast<unsigned>(std::min<long long>(tiles, a.multiprocessors)));
   kernel<<<grid, kThreads, kSmem, stream>>>(static_cast<uint8_t const*>(a.values),
                                              static_cast<uint8_t const*>(a.metadata), x_map, k_tiles, n, m, a.scale_w,
                                              a.scale_x, a.bias, static_cast<__nv_bfloat16*>(a.y), nullptr);
@@ -63,7 +58,7 @@ cudaError_t launch_index(SparseGemmArgs const& a, CUtensorMap const& x_map, int 
 }  // namespace
 
 cudaError_t launch_sparse_gemm(SparseGemmArgs const& a, int schedule, cudaStream_t stream) {
-  if (schedule < 0 || schedule >= kScheduleCount || a.n <= 0 || a.m <= 0 || a.k_lifted <= 0 ||
+  if (schedule < 0 || schedule >= kScheduleCount || a.n <= 0 || a.m <= 0 || a.k_lifted <= 0 || a.multiprocessors <= 0 ||
       a.k_lifted % 16 != 0 || a.n > (1 << 30) || a.m > (1 << 30)) {
     return cudaErrorInvalidValue;
   }

@@ -22,6 +22,7 @@ struct SparseGemmArgs {
   float const* scale_w = nullptr; ///< [n]
   float const* bias = nullptr;    ///< [n] or null
   void* y = nullptr;              ///< [m, n] BF16 row-major
+  int multiprocessors = 0;        ///< SMs of the GPU it runs on: the persistent grid's size
 };
 
 /// Launches schedule `schedule` (an index into kSchedules) on `stream`: encodes the TMA
