@@ -37,12 +37,13 @@ DispatchLinear::DispatchLinear(DispatchConfig const& config, LinearWeights const
   if (sparse && config.cutlass && sparse_cutlass_why.empty()) {
     add("cutlass", config.layer.pattern, GemmBackend::kCutlass);
   }
-  std::string const sm90_why = Linear::sm90_sparse_unsupported(config.layer, n_, k_);
-  if (sparse && config.sm90 && sm90_why.empty()) add("sm90", config.layer.pattern, GemmBackend::kSm90Sparse);
+  std::string const sm90_why =
+      sparse && config.sm90 ? Linear::sm90_sparse_unsupported(config.layer, n_, k_) : std::string("disabled");
+  if (sm90_why.empty()) add("sm90", config.layer.pattern, GemmBackend::kSm90Sparse);
   if (sparse && config.cusparselt) add("cusparselt", config.layer.pattern, GemmBackend::kLibrary);
   if (sparse && candidates_.empty()) {
     fail(ErrorKind::kUsage, "{}: no sparse candidate can run this layer (CUTLASS: {}; sm90: {}; cuSPARSELt disabled)",
-         name_, config.cutlass ? sparse_cutlass_why : "disabled", config.sm90 ? sm90_why : "disabled");
+         name_, config.cutlass ? sparse_cutlass_why : "disabled", sm90_why);
   }
   if (config.dense_fallback || !sparse) {
     // No dense form is fastest at every M: on an H200 (Qwen2.5-7B FP8 layers) cuBLASLt with its
