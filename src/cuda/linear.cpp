@@ -283,27 +283,26 @@ struct ScratchNeed {
   std::size_t x, scales, acc;
 };
 
-// CUTLASS layers write y from the GEMM: no accumulator scratch (n_padded = 0 here).
-ScratchNeed scratch_need(std::int64_t bucket, std::int64_t k_lifted, std::int64_t n_padded, DType compute, DType acc) {
+// x' [M_b, K'], scale_x [M_b] (W8A8) and the accumulator [M_b, N_pad] — none for the backends
+// whose one kernel writes y (CUTLASS, sm90).
+ScratchNeed scratch_need(Linear const& layer, std::int64_t bucket) {
+  DType const acc = layer.accumulator_dtype();
   bool const w8a8 = acc == DType::kI32 || acc == DType::kF32;
-  return {static_cast<std::size_t>(bucket * k_lifted) * dtype_size(compute),
+  std::int64_t const acc_columns = layer.backend() == GemmBackend::kLibrary ? layer.n_padded() : 0;
+  return {static_cast<std::size_t>(bucket * layer.k_lifted()) * dtype_size(layer.config().compute_dtype),
           w8a8 ? static_cast<std::size_t>(bucket) * sizeof(float) : 0,
-          static_cast<std::size_t>(bucket * n_padded) * dtype_size(acc)};
+          static_cast<std::size_t>(bucket * acc_columns) * dtype_size(acc)};
 }
 
 }  // namespace
 
 bool Linear::scratch_fits(std::int64_t bucket) const noexcept {
-  ScratchNeed const need =
-      scratch_need(bucket, layout_.k_lifted(), backend_ != GemmBackend::kLibrary ? 0 : n_padded_, config_.compute_dtype,
-                   acc_dtype_);
+  ScratchNeed const need = scratch_need(*this, bucket);
   return need.x <= scratch_->x_bytes() && need.scales <= scratch_->scale_bytes() && need.acc <= scratch_->acc_bytes();
 }
 
 void Linear::reserve_scratch(std::int64_t bucket, cudaStream_t stream) {
-  ScratchNeed const need =
-      scratch_need(bucket, layout_.k_lifted(), backend_ != GemmBackend::kLibrary ? 0 : n_padded_, config_.compute_dtype,
-                   acc_dtype_);
+  ScratchNeed const need = scratch_need(*this, bucket);
   scratch_->reserve(need.x, need.scales, need.acc, stream);
 }
 
