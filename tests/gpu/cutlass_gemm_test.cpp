@@ -138,11 +138,7 @@ TEST_F(CutlassGemmGpu, EveryConfigurationEqualsTheEpilogueReferenceBitForBit) {
             test::fill_small_integers(rng, w, max_abs);
           }
           test::fill_small_integers(rng, x, max_abs);
-          test::W8A8Expected const problem = test::w8a8_expected(rng, w, x, with_bias);
-          std::vector<float> const& sx = problem.scale_x;
-          std::vector<float> const& sw = problem.scale_w;
-          std::vector<float> const& bias = problem.bias;
-          OwnedMatrix const& expected = problem.y;
+          auto const [sx, sw, bias, expected] = test::w8a8_expected(rng, w, x, with_bias);
 
           DeviceWeight dw(w, sparse);
           DeviceBuffer dx(x.bytes.size()), dsx(sx.size() * 4), dsw(sw.size() * 4), db(std::max<std::size_t>(4, bias.size() * 4));

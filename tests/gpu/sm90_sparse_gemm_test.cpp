@@ -179,11 +179,7 @@ TEST_F(Sm90SparseGemmGpu, EveryScheduleEqualsTheCpuEpilogueBitForBit) {
         test::OwnedMatrix w(dtype, s.n, s.k), x(dtype, s.m, s.k);
         test::fill_sparse_weight(rng, w, max_abs);
         test::fill_small_integers(rng, x, max_abs);
-        test::W8A8Expected const problem = test::w8a8_expected(rng, w, x, with_bias);
-        std::vector<float> const& sx = problem.scale_x;
-        std::vector<float> const& sw = problem.scale_w;
-        std::vector<float> const& bias = problem.bias;
-        test::OwnedMatrix const& expected = problem.y;
+        auto const [sx, sw, bias, expected] = test::w8a8_expected(rng, w, x, with_bias);
 
         cuda::Sm90SparseGemm const gemm(w.bytes.data(), dtype, s.n, s.k, nullptr, "w");
         test::DeviceBuffer dx(x.bytes.size()), dsx(sx.size() * 4), dsw(sw.size() * 4),
