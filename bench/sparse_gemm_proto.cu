@@ -139,26 +139,10 @@ uint16_t bf16_bits(float f) {
   return uint16_t(u >> 16);
 }
 
-// The TMA description of X [m][k] E4M3 (row-major, rows k bytes apart): 128 x 128-byte boxes with
-// the 128-byte swizzle the B descriptor expects; out-of-range elements read as zeros.
+// The kernel's TMA description of X [m][k] (encode_x_map, sparse_gemm_kernel.cuh); exits on failure.
 CUtensorMap make_x_map(void* x, int m, int k) {
-  PFN_cuTensorMapEncodeTiled_v12000 encode = nullptr;
-  cudaDriverEntryPointQueryResult found{};
-  SPARSE_WGMMA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", reinterpret_cast<void**>(&encode),
-                                                      12000, cudaEnableDefault, &found));
-  if (found != cudaDriverEntryPointSuccess || encode == nullptr) {
-    std::fprintf(stderr, "cuTensorMapEncodeTiled: not provided by this driver\n");
-    std::exit(2);
-  }
   CUtensorMap map{};
-  cuuint64_t const dims[2] = {cuuint64_t(k), cuuint64_t(m)};
-  cuuint64_t const strides[1] = {cuuint64_t(k)};  // bytes between rows; a multiple of 16
-  cuuint32_t const box[2] = {kStageK, kTileM};
-  cuuint32_t const element_strides[2] = {1, 1};
-  CUresult const r = encode(&map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, x, dims, strides, box, element_strides,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) {
+  if (CUresult const r = encode_x_map(&map, x, m, k); r != CUDA_SUCCESS) {
     std::fprintf(stderr, "cuTensorMapEncodeTiled(X [%d][%d]): error %d\n", m, k, int(r));
     std::exit(2);
   }

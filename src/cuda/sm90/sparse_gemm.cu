@@ -13,22 +13,6 @@ namespace slidesparse::cuda::sm90 {
 
 namespace {
 
-// cuTensorMapEncodeTiled from the driver, through the runtime (no link against libcuda).
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static PFN_cuTensorMapEncodeTiled_v12000 const encode = [] {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult found{};
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
-            cudaSuccess ||
-        found != cudaDriverEntryPointSuccess) {
-      cudaGetLastError();
-      fn = nullptr;
-    }
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
-  }();
-  return encode;
-}
-
 template <Operand kIn, int kIndex>
 cudaError_t launch(SparseGemmArgs const& a, CUtensorMap const& x_map, cudaStream_t stream) {
   constexpr Schedule kS = kSchedules[kIndex];
@@ -62,19 +46,9 @@ cudaError_t launch_sparse_gemm(SparseGemmArgs const& a, int schedule, cudaStream
       a.k_lifted % 16 != 0 || a.n > (1 << 30) || a.m > (1 << 30)) {
     return cudaErrorInvalidValue;
   }
-  PFN_cuTensorMapEncodeTiled_v12000 const encode = tensor_map_encoder();
-  if (encode == nullptr) return cudaErrorNotSupported;
-  // x' [m, K'] bytes: 128 x 128-byte boxes with the 128-byte swizzle the B descriptor expects;
-  // rows past m and columns past K' read as zeros.
   CUtensorMap x_map{};
-  cuuint64_t const dims[2] = {static_cast<cuuint64_t>(a.k_lifted), static_cast<cuuint64_t>(a.m)};
-  cuuint64_t const strides[1] = {static_cast<cuuint64_t>(a.k_lifted)};
-  cuuint32_t const box[2] = {kStageK, kTileM};
-  cuuint32_t const element_strides[2] = {1, 1};
-  if (encode(&x_map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(a.x), dims, strides, box, element_strides,
-             CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
-    return cudaErrorInvalidValue;
+  if (CUresult const r = encode_x_map(&x_map, a.x, a.m, a.k_lifted); r != CUDA_SUCCESS) {
+    return r == CUDA_ERROR_NOT_SUPPORTED ? cudaErrorNotSupported : cudaErrorInvalidValue;
   }
   auto const all = std::make_integer_sequence<int, kScheduleCount>{};
   return a.int8 ? launch_index<Operand::kS8>(a, x_map, schedule, stream, all)

@@ -38,7 +38,9 @@
 #pragma once
 
 #include <cuda.h>  // CUtensorMap
+#include <cudaTypedefs.h>
 #include <cuda_bf16.h>
+#include <cuda_runtime.h>
 
 #include <cstdint>
 #include <type_traits>
@@ -66,6 +68,38 @@ __device__ __forceinline__ void wgmma_wait_pending(int pending) {
 // there counts (128 accumulators, up to 16 metadata words, 168 registers at 384 threads; one
 // more and ptxas serializes the G = 4 schedule, C7512). No printf: a call makes ptxas
 // serialize every wgmma of the kernel (C7510).
+// cuTensorMapEncodeTiled from the driver, through the runtime (no link against libcuda); null
+// where the driver does not provide it.
+inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 const encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      fn = nullptr;
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encode;
+}
+
+// The kernel's x_map: x' [m][k] bytes (row-major, rows k bytes apart, k a multiple of 16) in
+// kTileM x kStageK boxes with the 128-byte swizzle the B descriptor expects; rows past m and
+// columns past k read as zeros. CUDA_ERROR_NOT_SUPPORTED without the driver's encoder.
+inline CUresult encode_x_map(CUtensorMap* map, void const* x, int64_t m, int64_t k) {
+  PFN_cuTensorMapEncodeTiled_v12000 const encode = tensor_map_encoder();
+  if (encode == nullptr) return CUDA_ERROR_NOT_SUPPORTED;
+  cuuint64_t const dims[2] = {cuuint64_t(k), cuuint64_t(m)};
+  cuuint64_t const strides[1] = {cuuint64_t(k)};
+  cuuint32_t const box[2] = {kStageK, kTileM};
+  cuuint32_t const element_strides[2] = {1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void*>(x), dims, strides, box, element_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
 struct HangReport {
   unsigned block, iteration_plus_one;  // CTA and its k-iteration (over all its tiles); 0: no report
 };
