@@ -209,6 +209,9 @@ DeviceRun<Out> run_on_device(Problem const& p, SparseTiles const& t, int launche
   SPARSE_WGMMA_CHECK(cudaMalloc(&y, y_bytes));
   SPARSE_WGMMA_CHECK(cudaMemset(y, 0xFF, y_bytes));  // NaN: an unwritten output shows
   CUtensorMap const x_map = make_x_map(x, p.m, p.k);
+  // BF16 output with 16-byte rows: the epilogue's TMA stores (as the library launches it).
+  CUtensorMap y_map{};
+  int const y_by_tma = std::is_same_v<Out, __nv_bfloat16> && encode_y_map(&y_map, y, p.m, p.n) == CUDA_SUCCESS;
   SPARSE_WGMMA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
   int device = 0, sms = 0;  // persistent: one CTA per SM (at most one per tile)
   SPARSE_WGMMA_CHECK(cudaGetDevice(&device));
@@ -221,8 +224,8 @@ DeviceRun<Out> run_on_device(Problem const& p, SparseTiles const& t, int launche
   *hang_report().host = HangReport{};
   for (int i = 0; i <= launches; ++i) {  // launch 0: warm-up
     SPARSE_WGMMA_CHECK(cudaEventRecord(start));
-    kernel<<<grid, kThreads, kSmemBytes>>>(a, e, x_map, p.k_tiles(), p.n, p.m, row_scale, token_scale, bias, y,
-                                           hang_report().device);
+    kernel<<<grid, kThreads, kSmemBytes>>>(a, e, x_map, y_map, y_by_tma, p.k_tiles(), p.n, p.m, row_scale, token_scale,
+                                           bias, y, hang_report().device);
     SPARSE_WGMMA_CHECK(cudaGetLastError());
     SPARSE_WGMMA_CHECK(cudaEventRecord(stop));
     sync_launch(stop);

@@ -93,6 +93,42 @@ __device__ __forceinline__ void tma_load_2d(void* smem_dst, void const* tensor_m
       : "memory");
 }
 
+/// Stores the 2-D box whose first element is at (x, y) of the tensor described by `tensor_map`
+/// from shared memory (in the map's swizzle; 128-byte aligned, 1024 for the 128-byte swizzle),
+/// through the copy engine; elements outside the tensor are not written. Completion is tracked
+/// by the issuing thread's bulk groups (bulk_commit_group / bulk_wait_group*); the shared-memory
+/// writes it reads must be made visible to the async proxy first (fence_proxy_async_shared).
+__device__ __forceinline__ void tma_store_2d(void const* tensor_map, void const* smem_src, int x, int y) {
+  asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];" ::"l"(
+                   reinterpret_cast<uint64_t>(tensor_map)),
+               "r"(x), "r"(y), "r"(smem_u32(smem_src))
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit_group() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
+/// Waits until at most kPending of this thread's bulk groups still read their shared memory.
+template <int kPending>
+__device__ __forceinline__ void bulk_wait_group_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;" ::"n"(kPending) : "memory");
+}
+/// Waits until at most kPending of this thread's bulk groups are incomplete (writes included).
+template <int kPending>
+__device__ __forceinline__ void bulk_wait_group() {
+  asm volatile("cp.async.bulk.wait_group %0;" ::"n"(kPending) : "memory");
+}
+/// Orders this thread's earlier generic-proxy shared-memory writes before later async-proxy
+/// (TMA) accesses to shared memory.
+__device__ __forceinline__ void fence_proxy_async_shared() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+
+/// Stores four 8 x 8 matrices of 16-bit values transposed: register j of lane l holds elements
+/// (row l / 4, columns 2 (l % 4) and 2 (l % 4) + 1, the lower column in the low half) of matrix j;
+/// lane 8 j + c gives the shared address (16-byte aligned) of stored row c of matrix j, which
+/// receives column c of the matrix (its 8 rows, 16 contiguous bytes).
+__device__ __forceinline__ void stmatrix_x4_trans(uint32_t smem_addr, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};" ::"r"(smem_addr), "r"(r0),
+               "r"(r1), "r"(r2), "r"(r3)
+               : "memory");
+}
+
 /// Synchronizes the `threads` threads (a multiple of 32) that use named barrier `id` (1..15;
 /// 0 is __syncthreads') — a subset of the block, e.g. the consumer warpgroups only.
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {

@@ -100,6 +100,23 @@ inline CUresult encode_x_map(CUtensorMap* map, void const* x, int64_t m, int64_t
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
 }
 
+// The kernel's y_map (BF16 output through TMA stores): y [m][n] BF16 row-major in boxes of
+// kEpilogueTokens tokens x 64 rows (128 bytes, the 128-byte swizzle the epilogue's staging is
+// written in). Not CUDA_SUCCESS where TMA cannot describe y (y not 16-byte aligned, n * 2 not a
+// multiple of 16) or the driver has no encoder.
+inline CUresult encode_y_map(CUtensorMap* map, void* y, int64_t m, int64_t n) {
+  PFN_cuTensorMapEncodeTiled_v12000 const encode = tensor_map_encoder();
+  if (encode == nullptr) return CUDA_ERROR_NOT_SUPPORTED;
+  if ((n * 2) % 16 != 0 || reinterpret_cast<uintptr_t>(y) % 16 != 0) return CUDA_ERROR_INVALID_VALUE;
+  cuuint64_t const dims[2] = {cuuint64_t(n), cuuint64_t(m)};
+  cuuint64_t const strides[1] = {cuuint64_t(n) * 2};
+  cuuint32_t const box[2] = {64, cuuint32_t(kEpilogueTokens)};
+  cuuint32_t const element_strides[2] = {1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, y, dims, strides, box, element_strides,
+                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
 struct HangReport {
   unsigned block, iteration_plus_one;  // CTA and its k-iteration (over all its tiles); 0: no report
 };
@@ -137,11 +154,14 @@ using Accumulator = std::conditional_t<kIn == Operand::kE4M3, float, int32_t>;
 // (no contraction: __fmul_rn / __fadd_rn), INT32 accumulators converted to F32 first, then one
 // rounding to Out. bias may be null.
 // Out: float (the exactness checks) or __nv_bfloat16 (the timing: the output a layer writes).
+// y_by_tma (BF16 only): y_map describes y [m][n] (BF16, boxes of 32 tokens x 64 rows, 128-byte
+// swizzle) and the epilogue stores through it; otherwise (and y_map unused) element-wise.
 // (The schedule travels as three template arguments: nvcc's host stubs reject class-type ones.)
 template <Operand kIn, class Out, int kStages, int kGroup, bool kStagger>
 __global__ void __launch_bounds__(kThreads, 1)
     sparse_gemm(uint8_t const* __restrict__ a_tiles, uint8_t const* __restrict__ e_tiles,
-                __grid_constant__ CUtensorMap const x_map, int k_tiles, int n, int m,
+                __grid_constant__ CUtensorMap const x_map, __grid_constant__ CUtensorMap const y_map, int y_by_tma,
+                int k_tiles, int n, int m,
                 float const* __restrict__ row_scale, float const* __restrict__ token_scale,
                 float const* __restrict__ bias, Out* __restrict__ y, HangReport* hang) {
   static_assert(kGroup >= 1 && kGroup <= 4 && kGroup < kStages, "wgmma_wait_pending covers 3 pending groups");
@@ -251,6 +271,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   float* staged = staging + wg * kEpilogueTokens * kStagePitch;  // [token 0..31][row 0..127]
   int const warp = t / 32;
+  int stores_issued = 0;  // TMA epilogue: chunks stored so far (buffer = stores_issued % 2)
   int it0 = 0;  // the tile's first k-iteration
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, it0 += k_tiles) {
 #pragma unroll
@@ -275,6 +296,76 @@ __global__ void __launch_bounds__(kThreads, 1)
     int const m_tile = tile % m_tiles, n_tile = tile / m_tiles;
     int const row0 = n_tile * kTileN + wg * 128, token0 = m_tile * kTileM;
     int const rows_here = min(128, n - row0), tokens_here = min(128, m - token0);
+    if constexpr (std::is_same_v<Out, __nv_bfloat16>) {
+      if (y_by_tma) {
+        // Scaled, biased and rounded in registers, stored transposed into the staging by
+        // stmatrix ([token][row] BF16, the layout of y's TMA boxes), written by TMA stores that
+        // run while the next chunk (or the next tile's mainloop) proceeds. Per warpgroup two
+        // buffers of two boxes (rows [64 rb, +64) of its 128) x 32 tokens x 128 bytes, 128-byte
+        // swizzle: 16-byte chunk j of token row T at T * 128 + ((j ^ (T % 8)) * 16).
+        float rs[2][2], b[2][2];  // rows row0 + 64 rb + 16 warp + lane / 4 + 8 h
+#pragma unroll
+        for (int rb = 0; rb < 2; ++rb) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            int const r = rb * 64 + 16 * warp + lane / 4 + 8 * h;
+            rs[rb][h] = r < rows_here ? row_scale[row0 + r] : 0.f;
+            b[rb][h] = bias != nullptr && r < rows_here ? bias[row0 + r] : 0.f;
+          }
+        }
+        uint8_t* const wg_staging = reinterpret_cast<uint8_t*>(staging) + wg * 16384;
+#pragma unroll
+        for (int c = 0; c < kTileM / kEpilogueTokens; ++c) {
+          if (c * kEpilogueTokens >= tokens_here) break;  // the same for the whole warpgroup
+          uint8_t* const buffer = wg_staging + (stores_issued % 2) * 8192;
+          // The buffer's previous store (two chunks ago) must have read it.
+          if (t == 0) bulk_wait_group_read<1>();
+          named_barrier_sync(2 + wg, 128);
+          float ts[4][2];  // tokens token0 + 8 q + 2 (lane % 4) + e, q = 4 c + qq
+#pragma unroll
+          for (int qq = 0; qq < 4; ++qq) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+              int const tok = 8 * (4 * c + qq) + 2 * (lane % 4) + e;
+              ts[qq][e] = tok < tokens_here ? token_scale[token0 + tok] : 0.f;
+            }
+          }
+#pragma unroll
+          for (int rb = 0; rb < 2; ++rb) {
+            uint32_t const box = smem_u32(buffer + rb * 4096);
+#pragma unroll
+            for (int p = 0; p < 2; ++p) {  // matrices (q, h) = (4c + 2p, 0), (4c + 2p, 1), (4c + 2p + 1, 0), (4c + 2p + 1, 1)
+              uint32_t packed[4];
+#pragma unroll
+              for (int mi = 0; mi < 4; ++mi) {
+                int const qq = 2 * p + mi / 2, h = mi % 2;
+                int const i0 = 4 * (4 * c + qq) + 2 * h;  // d[i0], d[i0 + 1]: tokens 8 q + 2 (lane % 4) + {0, 1}
+                float v[2];
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                  float const a = kIn == Operand::kE4M3 ? float(acc[rb][i0 + e]) : __int2float_rn(int(acc[rb][i0 + e]));
+                  v[e] = __fadd_rn(__fmul_rn(__fmul_rn(a, ts[qq][e]), rs[rb][h]), b[rb][h]);
+                }
+                __nv_bfloat162 const pair = __floats2bfloat162_rn(v[0], v[1]);  // .x (low half) = v[0]
+                packed[mi] = *reinterpret_cast<uint32_t const*>(&pair);
+              }
+              // Lane l addresses stored row l % 8 (token 8 qq + l % 8 of the chunk) of matrix l / 8.
+              int const mi = lane / 8, T = 8 * (2 * p + mi / 2) + lane % 8, j = 2 * warp + mi % 2;
+              stmatrix_x4_trans(box + T * 128 + ((j ^ (T % 8)) * 16), packed[0], packed[1], packed[2], packed[3]);
+            }
+          }
+          fence_proxy_async_shared();
+          named_barrier_sync(2 + wg, 128);
+          if (t == 0) {
+            tma_store_2d(&y_map, buffer, row0, token0 + c * kEpilogueTokens);
+            tma_store_2d(&y_map, buffer + 4096, row0 + 64, token0 + c * kEpilogueTokens);
+            bulk_commit_group();
+          }
+          ++stores_issued;
+        }
+        continue;
+      }
+    }
     // 16-byte stores where y's rows are 16-byte aligned, single elements otherwise (and at the
     // edge of n).
     bool const vector_rows = (size_t(n) * sizeof(Out)) % 16 == 0 && rows_here == 128;
@@ -323,6 +414,8 @@ __global__ void __launch_bounds__(kThreads, 1)
       named_barrier_sync(2 + wg, 128);  // the staging is free for the next chunk
     }
   }
+  // The TMA stores read the staging after their issue: the CTA's shared memory must outlive them.
+  if (stores_issued > 0 && t == 0) bulk_wait_group<0>();
 }
 
 }  // namespace slidesparse::cuda::sm90
