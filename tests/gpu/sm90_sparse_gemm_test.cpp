@@ -28,7 +28,9 @@ using cuda::sm90::kABytes;
 using cuda::sm90::kEBytes;
 using cuda::sm90::kStageK;
 using cuda::sm90::kTileN;
+using cuda::sm90::epilogue_stmatrix_row;
 using cuda::sm90::meta_slot;
+using cuda::sm90::offset_sw128;
 using cuda::sm90::offset_sw64;
 using cuda::sm90::SparseTiles;
 using cuda::sm90::tile_sparse_weight;
@@ -131,6 +133,49 @@ TEST(Sm90SparseTiles, MetadataOwnersAreABijectionOntoThreadsAndNibbles) {
   EXPECT_EQ(meta_slot(9, 15).thread, 7);
   EXPECT_EQ(meta_slot(9, 15).nibble, 7);
   EXPECT_EQ(meta_slot(63, 5).thread, 32 * 3 + 4 * 7 + 1);
+}
+
+// The TMA epilogue's data movement, simulated on the CPU: each accumulator d[i] of each thread
+// (the m64nNk D fragment: warpgroup row 64 rb + 16 warp + lane / 4 + 8 ((i / 2) % 2), tile token
+// 8 (i / 4) + 2 (lane % 4) + i % 2), packed as the kernel packs it for stmatrix.x4.trans number p
+// (matrices (qq, h) = (2 p + mi / 2, mi % 2), register mi holding d[4 (4 c + qq) + 2 h + e]) and
+// stored where stmatrix puts a transposed fragment (element (lane / 4, 2 (lane % 4) + e) of matrix
+// mi into stored row 2 (lane % 4) + e, at the address lane 8 mi + that row gives), must land in the
+// row block's [32 tokens][64 rows] box where TMA, undoing the 128-byte swizzle, reads (token, row):
+// every element exactly once, for every chunk c.
+TEST(Sm90SparseTiles, TmaEpilogueStagingHoldsEveryTokenAndRowOnce) {
+  for (int c = 0; c < 4; ++c) {
+    for (int rb = 0; rb < 2; ++rb) {
+      std::vector<int> box(32 * 64, -1);  // BF16 slot (byte offset / 2) -> chunk token * 128 + warpgroup row
+      for (int warp = 0; warp < 4; ++warp) {
+        for (int p = 0; p < 2; ++p) {
+          for (int lane = 0; lane < 32; ++lane) {
+            for (int mi = 0; mi < 4; ++mi) {
+              int const qq = 2 * p + mi / 2, h = mi % 2;
+              for (int e = 0; e < 2; ++e) {
+                int const i = 4 * (4 * c + qq) + 2 * h + e;
+                int const row = 64 * rb + 16 * warp + lane / 4 + 8 * ((i / 2) % 2);
+                int const token = 8 * (i / 4) + 2 * (lane % 4) + i % 2 - 32 * c;  // within the chunk
+                ASSERT_GE(token, 0);
+                ASSERT_LT(token, 32);
+                int const stored_row = 2 * (lane % 4) + e;
+                auto const at = epilogue_stmatrix_row(8 * mi + stored_row, warp, p);
+                int const slot = (offset_sw128(at.token, 16 * at.chunk) + 2 * (lane / 4)) / 2;
+                ASSERT_EQ(box[static_cast<std::size_t>(slot)], -1) << "slot " << slot << " written twice";
+                box[static_cast<std::size_t>(slot)] = token * 128 + row;
+              }
+            }
+          }
+        }
+      }
+      for (int token = 0; token < 32; ++token) {
+        for (int r = 0; r < 64; ++r) {
+          EXPECT_EQ(box[static_cast<std::size_t>(offset_sw128(token, 2 * r) / 2)], token * 128 + 64 * rb + r)
+              << "chunk " << c << " block " << rb << " token " << token << " row " << r;
+        }
+      }
+    }
+  }
 }
 
 TEST(Sm90SparseTiles, AGroupThatIsNot24IsAnErrorNamingTensorRowAndColumns) {

@@ -349,9 +349,9 @@ __global__ void __launch_bounds__(kThreads, 1)
                 __nv_bfloat162 const pair = __floats2bfloat162_rn(v[0], v[1]);  // .x (low half) = v[0]
                 packed[mi] = *reinterpret_cast<uint32_t const*>(&pair);
               }
-              // Lane l addresses stored row l % 8 (token 8 qq + l % 8 of the chunk) of matrix l / 8.
-              int const mi = lane / 8, T = 8 * (2 * p + mi / 2) + lane % 8, j = 2 * warp + mi % 2;
-              stmatrix_x4_trans(box + T * 128 + ((j ^ (T % 8)) * 16), packed[0], packed[1], packed[2], packed[3]);
+              // Lane l addresses stored row l % 8 of matrix l / 8 (sparse_layout.hpp).
+              StagingRow const at = epilogue_stmatrix_row(lane, warp, p);
+              stmatrix_x4_trans(box + offset_sw128(at.token, 16 * at.chunk), packed[0], packed[1], packed[2], packed[3]);
             }
           }
           fence_proxy_async_shared();

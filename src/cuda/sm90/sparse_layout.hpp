@@ -77,9 +77,25 @@ inline int offset_sw64(int row, int byte) {
 
 /// Byte offset of (row, byte) in a tile of 128-byte rows with the 128-byte swizzle: 8-row atoms
 /// of 1024 bytes, chunk c of row r stored at chunk c ^ (r % 8). B (tokens x K = 128 bytes).
-inline int offset_sw128(int row, int byte) {
+SLIDESPARSE_HOST_DEVICE inline int offset_sw128(int row, int byte) {
   int const r = row % 8, c = byte / 16;
   return (row / 8) * 1024 + r * 128 + ((c ^ r) * 16) + byte % 16;
+}
+
+/// The TMA epilogue (BF16 y): a consumer warp's stmatrix.x4.trans number p (0, 1) of a 32-token
+/// chunk and a row block stores the four 8 x 8 accumulator matrices (qq, h) = (2 p, 0), (2 p, 1),
+/// (2 p + 1, 0), (2 p + 1, 1): fragment rows = weight rows 16 warp + 8 h + 0..7 of the row block,
+/// fragment columns = chunk tokens 8 qq + 0..7 (the thread's d[i], i = 4 (4 c + qq) + 2 h + e, is
+/// (row lane / 4, column 2 (lane % 4) + e)). Stored transposed, row r of matrix mi is the chunk's
+/// token 8 qq + r with those 8 weight rows, 16 bytes: 16-byte chunk `chunk` of token row `token` of
+/// the row block's [32 tokens][64 rows] BF16 box, which lane 8 mi + r addresses (at
+/// offset_sw128(token, 16 chunk), the box's 128-byte swizzle).
+struct StagingRow {
+  int token, chunk;
+};
+SLIDESPARSE_HOST_DEVICE inline StagingRow epilogue_stmatrix_row(int lane, int warp, int p) {
+  int const mi = lane / 8;
+  return {8 * (2 * p + mi / 2) + lane % 8, 2 * warp + mi % 2};
 }
 
 /// Which of the warpgroup's 128 threads holds the metadata of (row m in 0..63, group of four g
