@@ -216,7 +216,20 @@ DeviceRun<Out> run_on_device(Problem const& p, SparseTiles const& t, int launche
   int device = 0, sms = 0;  // persistent: one CTA per SM (at most one per tile)
   SPARSE_WGMMA_CHECK(cudaGetDevice(&device));
   SPARSE_WGMMA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  dim3 const grid(std::min(p.m_tiles() * p.n_tiles(), sms));
+  dim3 const grid(persistent_grid(p.m, p.n, sms));
+  static bool const said_clusters = [&] {  // once per kernel: are the grid's clusters all resident?
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid;
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = kSmemBytes;
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) == cudaSuccess) {
+      std::printf("  proto: %d clusters of %d CTAs can be resident; this grid has %u\n", clusters, kCluster,
+                  grid.x / kCluster);
+    }
+    return true;
+  }();
+  (void)said_clusters;
   cudaEvent_t start, stop;
   SPARSE_WGMMA_CHECK(cudaEventCreate(&start));
   SPARSE_WGMMA_CHECK(cudaEventCreate(&stop));

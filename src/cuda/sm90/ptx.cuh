@@ -81,6 +81,45 @@ __device__ __forceinline__ void bulk_copy_g2s(void* smem_dst, void const* gmem_s
       : "memory");
 }
 
+/// bulk_copy_g2s into every CTA of the cluster named in `cta_mask` (bit r: the CTA of rank r):
+/// the bytes land at the same shared-memory offset in each, and each CTA's barrier at `bar`'s
+/// offset counts them (complete_tx), so every receiver expects the bytes on its own barrier.
+__device__ __forceinline__ void bulk_copy_g2s_multicast(void* smem_dst, void const* gmem_src, uint32_t bytes,
+                                                        uint64_t* bar, uint16_t cta_mask) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1], %2, [%3], %4;" ::
+          "r"(smem_u32(smem_dst)),
+      "l"(gmem_src), "r"(bytes), "r"(smem_u32(bar)), "h"(cta_mask)
+      : "memory");
+}
+
+/// This CTA's rank in its cluster (0 .. cluster size - 1).
+__device__ __forceinline__ uint32_t cluster_cta_rank() {
+  uint32_t rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  return rank;
+}
+
+/// One arrival on the barrier at `bar`'s offset in the shared memory of the cluster's CTA of
+/// rank `cta` (this CTA's own included), with the default semantics (release at CTA scope), as
+/// CUTLASS's cluster barriers arrive: the stage's reads were wgmma's, already retired by
+/// wgmma.wait_group. `.release.cluster` made the whole GEMM 1.8-1.9x slower on an H100 (2026-12-06,
+/// docs/PERFORMANCE.md): a cluster-scope release per stage and warp stalls the arriving lanes.
+__device__ __forceinline__ void mbarrier_arrive_cluster(uint64_t* bar, uint32_t cta) {
+  asm volatile(
+      "{\n.reg .b32 remote;\n"
+      "mapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n}" ::"r"(smem_u32(bar)),
+      "r"(cta)
+      : "memory");
+}
+
+/// Every thread of every CTA of the cluster: arrive, then wait for all the others (release /
+/// acquire at cluster scope). Not .aligned: warps may arrive from different code paths.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;" ::: "memory");
+}
+
 /// Loads the 2-D box whose first element is at (x, y) — x the inner (contiguous) coordinate — of
 /// the tensor described by `tensor_map` (a CUtensorMap in a __grid_constant__ kernel parameter or
 /// in global memory) into shared memory, in the map's swizzle; elements outside the tensor arrive

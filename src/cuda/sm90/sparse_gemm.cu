@@ -24,9 +24,7 @@ cudaError_t launch(SparseGemmArgs const& a, CUtensorMap const& x_map, CUtensorMa
   if (attribute != cudaSuccess) return attribute;
   int const n = static_cast<int>(a.n), m = static_cast<int>(a.m);
   int const k_tiles = static_cast<int>((a.k_lifted + kStageK - 1) / kStageK);
-  // Persistent: one CTA per SM (at most one per tile) walks the tiles.
-  long long const tiles = static_cast<long long>((m + kTileM - 1) / kTileM) * ((n + kTileN - 1) / kTileN);
-  dim3 const grid(static_cast<unsigned>(std::min<long long>(tiles, a.multiprocessors)));
+  dim3 const grid(persistent_grid(m, n, a.multiprocessors));  // clusters of kCluster, one CTA per SM
   kernel<<<grid, kThreads, kSmem, stream>>>(static_cast<uint8_t const*>(a.values),
                                              static_cast<uint8_t const*>(a.metadata), x_map, y_map, y_by_tma, k_tiles, n, m, a.scale_w,
                                              a.scale_x, a.bias, static_cast<__nv_bfloat16*>(a.y), nullptr);

@@ -16,6 +16,9 @@
 ///     (K_PIPE_MMAS = 0);
 ///   - the epilogue in two shared-memory passes per chunk of 32 tokens: fragments to F32, then per
 ///     token scaled, biased, rounded once to Out and stored as contiguous 16-byte runs of y;
+///   - clusters of kCluster CTAs on consecutive token tiles of the same weight rows: each CTA
+///     loads 1 / kCluster of every weight stage and multicasts it to the cluster, so the L2
+///     serves 16 + 20 / kCluster KB per stage per CTA instead of 36 (2-3 % faster on an H100);
 ///   - persistent: one CTA per SM walks the tiles (tokens fastest), the producer running on into
 ///     the next tile's stages while the consumers write the last one out (the epilogue has its
 ///     own shared memory). The first, non-persistent version paid the CTA start, the pipeline
@@ -117,6 +120,17 @@ inline CUresult encode_y_map(CUtensorMap* map, void* y, int64_t m, int64_t n) {
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
 }
 
+// The persistent grid: one CTA per SM in clusters of kCluster (each a cluster tile of
+// kCluster x 1 CTA tiles), at most one cluster per cluster tile. An H100's or H200's 132 SMs
+// hold 66 clusters of two (TPCs are SM pairs; bench_sparse_gemm_proto prints the occupancy API's
+// count to confirm it); a GPU that holds fewer runs the rest as a later wave, still correct.
+inline unsigned persistent_grid(long long m, long long n, int multiprocessors) {
+  long long const m_groups = ((m + kTileM - 1) / kTileM + kCluster - 1) / kCluster;
+  long long const cluster_tiles = m_groups * ((n + kTileN - 1) / kTileN);
+  long long const clusters = cluster_tiles < multiprocessors / kCluster ? cluster_tiles : multiprocessors / kCluster;
+  return static_cast<unsigned>(kCluster * (clusters > 0 ? clusters : 1));
+}
+
 struct HangReport {
   unsigned block, iteration_plus_one;  // CTA and its k-iteration (over all its tiles); 0: no report
 };
@@ -158,7 +172,7 @@ using Accumulator = std::conditional_t<kIn == Operand::kE4M3, float, int32_t>;
 // swizzle) and the epilogue stores through it; otherwise (and y_map unused) element-wise.
 // (The schedule travels as three template arguments: nvcc's host stubs reject class-type ones.)
 template <Operand kIn, class Out, int kStages, int kGroup, bool kStagger>
-__global__ void __launch_bounds__(kThreads, 1)
+__global__ void __launch_bounds__(kThreads, 1) __cluster_dims__(kCluster, 1, 1)
     sparse_gemm(uint8_t const* __restrict__ a_tiles, uint8_t const* __restrict__ e_tiles,
                 __grid_constant__ CUtensorMap const x_map, __grid_constant__ CUtensorMap const y_map, int y_by_tma,
                 int k_tiles, int n, int m,
@@ -174,39 +188,55 @@ __global__ void __launch_bounds__(kThreads, 1)
   float* staging = reinterpret_cast<float*>(smem + kStages * kStageBytes);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes + kEpilogueBytes);
   uint64_t* empty = full + kStages;
-  // Tiles in order tile = m_tile + m_tiles * n_tile (tokens fastest: the CTAs in flight share
-  // a few A tiles and all of X in L2); CTA b takes tiles b, b + gridDim.x, ... The ring's k-iterations
-  // run on across the CTA's tiles: iteration it uses stage it % kStages in phase (it / kStages) & 1.
+  // Cluster tiles (kCluster token tiles side by side, one n tile) in order
+  // tile = m_group + m_groups * n_tile (tokens fastest: the clusters in flight share a few A tiles
+  // and all of X in L2); cluster c takes cluster tiles c, c + clusters, ..., and its CTA of rank r
+  // the token tile kCluster * m_group + r (past m when m_tiles is not a multiple of kCluster: that
+  // CTA still loads its share of the weight stages for the others, and stores nothing). The
+  // ring's k-iterations run on across the CTA's tiles: iteration it uses stage it % kStages in
+  // phase (it / kStages) & 1.
   int const m_tiles = (m + kTileM - 1) / kTileM;
-  int const tiles = m_tiles * ((n + kTileN - 1) / kTileN);
+  int const m_groups = (m_tiles + kCluster - 1) / kCluster;
+  int const tiles = m_groups * ((n + kTileN - 1) / kTileN);
+  int const cluster = blockIdx.x / kCluster, clusters = gridDim.x / kCluster;
+  uint32_t const rank = cluster_cta_rank();
   int const warpgroup = threadIdx.x / 128, lane = threadIdx.x % 32;
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
       mbarrier_init(&full[s], 1);
-      mbarrier_init(&empty[s], 2 * 4);  // one arrival per consumer warp
+      mbarrier_init(&empty[s], 2 * 4 * kCluster);  // one arrival per consumer warp of the cluster
     }
     fence_barrier_init();
   }
-  __syncthreads();
+  // Every CTA's barriers are initialized before any peer multicasts into it or arrives on them.
+  cluster_sync();
 
   if (warpgroup == 0) {  // producer
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;");
     if (threadIdx.x == 0) {
       int it = 0;
-      for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-        int const m_tile = tile % m_tiles, n_tile = tile / m_tiles;
+      for (int tile = cluster; tile < tiles; tile += clusters) {
+        // A CTA past m reads the last real token tile (its result is never stored).
+        int const m_tile = min(kCluster * (tile % m_groups) + int(rank), m_tiles - 1), n_tile = tile / m_groups;
         uint8_t const* a = a_tiles + size_t(n_tile) * k_tiles * kABytes;
         uint8_t const* e = e_tiles + size_t(n_tile) * k_tiles * kEBytes;
         for (int kt = 0; kt < k_tiles; ++kt, ++it) {
           int const s = it % kStages;
           if (it >= kStages) wait_released_or_trap(&empty[s], ((it / kStages) - 1) & 1, it - kStages, hang);
           uint8_t* stage = smem + s * kStageBytes;
+          // The whole stage arrives in every CTA: its own B, and each CTA's share (bytes
+          // [rank * share, +share)) of the A image and of the metadata, multicast to all. The
+          // slot is free in every CTA: its empty barrier counts the whole cluster's consumers.
+          constexpr uint32_t kAShare = kABytes / kCluster, kEShare = kEBytes / kCluster;
+          constexpr uint16_t kEveryCta = (1u << kCluster) - 1;
           mbarrier_arrive_expect_tx(&full[s], kStageBytes);
-          bulk_copy_g2s(stage, a + size_t(kt) * kABytes, kABytes, &full[s]);
+          bulk_copy_g2s_multicast(stage + rank * kAShare, a + size_t(kt) * kABytes + rank * kAShare, kAShare, &full[s],
+                                  kEveryCta);
           // B: tokens [128 m_tile, +128) x bytes [128 kt, +128) of X [m][k] (row-major, as the
           // quant+lift kernel writes it), 128-byte swizzle; beyond m or k the box reads zeros.
           tma_load_2d(stage + kABytes, &x_map, kt * kStageK, m_tile * kTileM, &full[s]);
-          bulk_copy_g2s(stage + kABytes + kBBytes, e + size_t(kt) * kEBytes, kEBytes, &full[s]);
+          bulk_copy_g2s_multicast(stage + kABytes + kBBytes + rank * kEShare, e + size_t(kt) * kEBytes + rank * kEShare,
+                                  kEShare, &full[s], kEveryCta);
         }
       }
       // Watchdog only (with a hang report): wait until the last stages come back too (the
@@ -215,6 +245,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         wait_released_or_trap(&empty[j % kStages], (j / kStages) & 1, j, hang);
       }
     }
+    // No cluster_sync here: barrier.cluster waits only for threads that have not exited, and
+    // this CTA's consumers keep its shared memory alive until the peers are done with it.
     return;
   }
 
@@ -263,7 +295,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
     for (int j = 0; j < G; ++j) {
       wgmma_wait_pending(G - 1 - j);
-      if (lane == 0) mbarrier_arrive(&empty[(it + j) % kStages]);
+      // Lane r hands the stage back to the producer of the cluster's CTA r (each one
+      // multicasts into this CTA's copy of the slot).
+      if (lane < kCluster) mbarrier_arrive_cluster(&empty[(it + j) % kStages], lane);
     }
     fence_accumulators(acc[0]);
     fence_accumulators(acc[1]);
@@ -273,7 +307,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   int const warp = t / 32;
   int stores_issued = 0;  // TMA epilogue: chunks stored so far (buffer = stores_issued % 2)
   int it0 = 0;  // the tile's first k-iteration
-  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, it0 += k_tiles) {
+  for (int tile = cluster; tile < tiles; tile += clusters, it0 += k_tiles) {
 #pragma unroll
     for (int r = 0; r < 2; ++r)
 #pragma unroll
@@ -293,7 +327,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     // Accumulator (row block rb, d[i]) of thread t: warpgroup row 64 rb + 16 (t / 32) + (t % 32) / 4
     // + 8 ((i / 2) % 2), tile token 8 (i / 4) + 2 (t % 4) + i % 2 (the m64nNk F32 D fragment),
     // so chunk c holds i / 4 in [4 c, 4 c + 4).
-    int const m_tile = tile % m_tiles, n_tile = tile / m_tiles;
+    int const m_tile = kCluster * (tile % m_groups) + int(rank), n_tile = tile / m_groups;
     int const row0 = n_tile * kTileN + wg * 128, token0 = m_tile * kTileM;
     int const rows_here = min(128, n - row0), tokens_here = min(128, m - token0);
     if constexpr (std::is_same_v<Out, __nv_bfloat16>) {
@@ -416,6 +450,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   // The TMA stores read the staging after their issue: the CTA's shared memory must outlive them.
   if (stores_issued > 0 && t == 0) bulk_wait_group<0>();
+  // The peers' consumers arrive on this CTA's empty barriers until their last stage: stay until
+  // every non-exited thread of the cluster (their consumers) is here.
+  cluster_sync();
 }
 
 }  // namespace slidesparse::cuda::sm90

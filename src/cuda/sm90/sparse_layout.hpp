@@ -25,6 +25,11 @@ constexpr int kBBytes = kTileM * kStageK;      // 16384
 constexpr int kEBytes = 2 * 128 * 16;          // 4096: [consumer thread 256] x 4 words
 constexpr int kStageBytes = kABytes + kBBytes + kEBytes;
 constexpr int kThreads = 3 * 128;  // producer warpgroup + two consumer warpgroups
+/// CTAs per cluster, side by side along the tokens: the cluster's CTAs take the same weight rows
+/// (n tile) and consecutive token tiles, and each producer loads 1 / kCluster of every weight
+/// stage (compressed A and metadata) and multicasts it to all of them, so the L2 serves each
+/// weight stage once per cluster: 36 KB -> 16 + 20 / kCluster KB per stage per CTA.
+constexpr int kCluster = 2;
 /// Epilogue staging, apart from the ring (the producer already fills the ring with the next
 /// tile's stages while the consumers write this one out): per consumer warpgroup a chunk of
 /// kEpilogueTokens tokens x 128 rows of F32, stored [token][row] with each token's row padded by
