@@ -28,6 +28,7 @@ using cuda::sm90::kABytes;
 using cuda::sm90::kEBytes;
 using cuda::sm90::kStageK;
 using cuda::sm90::kTileN;
+using cuda::sm90::cluster_tile;
 using cuda::sm90::epilogue_stmatrix_row;
 using cuda::sm90::meta_slot;
 using cuda::sm90::offset_sw128;
@@ -172,6 +173,32 @@ TEST(Sm90SparseTiles, TmaEpilogueStagingHoldsEveryTokenAndRowOnce) {
         for (int r = 0; r < 64; ++r) {
           EXPECT_EQ(box[static_cast<std::size_t>(offset_sw128(token, 2 * r) / 2)], token * 128 + 64 * rb + r)
               << "chunk " << c << " block " << rb << " token " << token << " row " << r;
+        }
+      }
+    }
+  }
+}
+
+TEST(Sm90SparseTiles, ClusterTileOrderVisitsEveryTileOnceInBands) {
+  // Awkward grids: one row or column, a band and a half, bands that are exactly full, 16384 tokens.
+  for (auto const [m_groups, n_tiles] : {std::pair{1, 1}, {1, 7}, {7, 1}, {8, 3}, {12, 5}, {17, 18}, {64, 148}}) {
+    SCOPED_TRACE(fmt::format("{} cluster rows x {} n tiles", m_groups, n_tiles));
+    std::vector<int> seen(static_cast<std::size_t>(m_groups * n_tiles), -1);
+    for (int tile = 0; tile < m_groups * n_tiles; ++tile) {
+      auto const at = cluster_tile(tile, m_groups, n_tiles);
+      ASSERT_GE(at.m_group, 0);
+      ASSERT_LT(at.m_group, m_groups);
+      ASSERT_GE(at.n_tile, 0);
+      ASSERT_LT(at.n_tile, n_tiles);
+      int& slot = seen[static_cast<std::size_t>(at.m_group * n_tiles + at.n_tile)];
+      ASSERT_EQ(slot, -1) << "tile " << tile << " and tile " << slot << " both map to (" << at.m_group << ", " << at.n_tile << ")";
+      slot = tile;
+      // Bands: every tile of band b comes before every tile of band b + 1, tokens fastest inside.
+      EXPECT_EQ(at.m_group / cuda::sm90::kBandGroups, tile / (cuda::sm90::kBandGroups * n_tiles)) << "tile " << tile;
+      if (tile > 0) {
+        auto const before = cluster_tile(tile - 1, m_groups, n_tiles);
+        if (before.m_group / cuda::sm90::kBandGroups == at.m_group / cuda::sm90::kBandGroups && before.n_tile == at.n_tile) {
+          EXPECT_EQ(at.m_group, before.m_group + 1) << "tile " << tile;
         }
       }
     }

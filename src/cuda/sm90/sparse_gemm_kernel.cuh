@@ -188,16 +188,16 @@ __global__ void __launch_bounds__(kThreads, 1) __cluster_dims__(kCluster, 1, 1)
   float* staging = reinterpret_cast<float*>(smem + kStages * kStageBytes);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + kStages * kStageBytes + kEpilogueBytes);
   uint64_t* empty = full + kStages;
-  // Cluster tiles (kCluster token tiles side by side, one n tile) in order
-  // tile = m_group + m_groups * n_tile (tokens fastest: the clusters in flight share a few A tiles
-  // and all of X in L2); cluster c takes cluster tiles c, c + clusters, ..., and its CTA of rank r
-  // the token tile kCluster * m_group + r (past m when m_tiles is not a multiple of kCluster: that
+  // Cluster tiles (kCluster token tiles side by side, one n tile) in cluster_tile's order (bands
+  // of token tiles swept across the n tiles, sparse_layout.hpp); cluster c takes cluster tiles
+  // c, c + clusters, ..., and its CTA of rank r the token tile kCluster * m_group + r (past m when m_tiles is not a multiple of kCluster: that
   // CTA still loads its share of the weight stages for the others, and stores nothing). The
   // ring's k-iterations run on across the CTA's tiles: iteration it uses stage it % kStages in
   // phase (it / kStages) & 1.
   int const m_tiles = (m + kTileM - 1) / kTileM;
   int const m_groups = (m_tiles + kCluster - 1) / kCluster;
-  int const tiles = m_groups * ((n + kTileN - 1) / kTileN);
+  int const n_tiles = (n + kTileN - 1) / kTileN;
+  int const tiles = m_groups * n_tiles;
   int const cluster = blockIdx.x / kCluster, clusters = gridDim.x / kCluster;
   uint32_t const rank = cluster_cta_rank();
   int const warpgroup = threadIdx.x / 128, lane = threadIdx.x % 32;
@@ -217,7 +217,8 @@ __global__ void __launch_bounds__(kThreads, 1) __cluster_dims__(kCluster, 1, 1)
       int it = 0;
       for (int tile = cluster; tile < tiles; tile += clusters) {
         // A CTA past m reads the last real token tile (its result is never stored).
-        int const m_tile = min(kCluster * (tile % m_groups) + int(rank), m_tiles - 1), n_tile = tile / m_groups;
+        ClusterTile const at = cluster_tile(tile, m_groups, n_tiles);
+        int const m_tile = min(kCluster * at.m_group + int(rank), m_tiles - 1), n_tile = at.n_tile;
         uint8_t const* a = a_tiles + size_t(n_tile) * k_tiles * kABytes;
         uint8_t const* e = e_tiles + size_t(n_tile) * k_tiles * kEBytes;
         for (int kt = 0; kt < k_tiles; ++kt, ++it) {
@@ -327,7 +328,8 @@ __global__ void __launch_bounds__(kThreads, 1) __cluster_dims__(kCluster, 1, 1)
     // Accumulator (row block rb, d[i]) of thread t: warpgroup row 64 rb + 16 (t / 32) + (t % 32) / 4
     // + 8 ((i / 2) % 2), tile token 8 (i / 4) + 2 (t % 4) + i % 2 (the m64nNk F32 D fragment),
     // so chunk c holds i / 4 in [4 c, 4 c + 4).
-    int const m_tile = kCluster * (tile % m_groups) + int(rank), n_tile = tile / m_groups;
+    ClusterTile const at = cluster_tile(tile, m_groups, n_tiles);
+    int const m_tile = kCluster * at.m_group + int(rank), n_tile = at.n_tile;
     int const row0 = n_tile * kTileN + wg * 128, token0 = m_tile * kTileM;
     int const rows_here = min(128, n - row0), tokens_here = min(128, m - token0);
     if constexpr (std::is_same_v<Out, __nv_bfloat16>) {
