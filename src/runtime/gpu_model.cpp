@@ -215,7 +215,8 @@ std::unique_ptr<Projection> make_projection(std::string const& name, std::initia
     dispatch.layer = config;
     cuda::GemmBackend const b = options.backend;
     dispatch.cutlass = b == cuda::GemmBackend::kAuto || b == cuda::GemmBackend::kCutlass || !config.pattern;
-    dispatch.sm90 = b == cuda::GemmBackend::kSm90Sparse;  // not in kAuto until it has run on a GPU
+    // Not in kAuto: one more compressed copy for a candidate that rarely beats CUTLASS's (DispatchConfig::sm90).
+    dispatch.sm90 = b == cuda::GemmBackend::kSm90Sparse;
     dispatch.cusparselt = b == cuda::GemmBackend::kAuto || b == cuda::GemmBackend::kLibrary;
     dispatch.dense_fallback = true;
     return std::make_unique<Projection>(std::make_unique<cuda::DispatchLinear>(dispatch, lw, stream, tuning, name, scratch));

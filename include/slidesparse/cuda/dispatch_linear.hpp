@@ -34,8 +34,9 @@ struct DispatchConfig {
   bool cutlass = true;     ///< CUTLASS candidates, 2:4 and dense (where CUTLASS can run the layer)
   bool cusparselt = true;  ///< cuSPARSELt 2:4 candidate (a second compressed copy when both)
   /// SlideSparse's hand-written sm90a 2:4 kernel (sm90_sparse_gemm.hpp) as a candidate, where it
-  /// can run the layer (W8A8, BF16, N % 8 == 0, Hopper): one more compressed copy. Off by default
-  /// until its GPU tests have passed on the lent machine (docs/PERFORMANCE.md says where it stands).
+  /// can run the layer (W8A8, BF16, N % 8 == 0, Hopper): one more compressed copy. Off by default:
+  /// on the H100 it is within 0-8 % of the CUTLASS candidate and wins few points
+  /// (docs/PERFORMANCE.md), not worth another copy of every sparse weight.
   bool sm90 = false;
   /// A dense copy of the pruned weight, used for the M buckets where every sparse candidate is
   /// slower: run by dense CUTLASS (with `cutlass`) and by cuBLASLt where CUTLASS can run it, else by
