@@ -187,11 +187,33 @@ nlohmann::json run_variant(ModelRunOptions const& o, std::optional<SparsityPatte
   std::unique_ptr<GpuModel> model = build_model(o, pattern);
   double const load_s = seconds_since(load_start);
   say(fmt::format("loaded in {:.1f} s", load_s));
+  nlohmann::json variant = {{"variant", name}, {"load_s", load_s}};
+  if (o.release_unchosen) {
+    // Every M the points run: prefill B x P, decode B (<= B x P), the lm_head's segments.
+    std::int64_t max_m = 1;
+    for (std::int64_t const B : o.batches) {
+      for (std::int64_t const P : o.prompt_lens) max_m = std::max(max_m, B * P);
+    }
+    std::size_t const before = model->memory().weights;
+    auto const t0 = std::chrono::steady_clock::now();
+    std::size_t const freed = model->release_unchosen(max_m);
+    double const release_s = seconds_since(t0);
+    std::size_t const after = model->memory().weights;
+    say(fmt::format("release_unchosen up to M = {}: weights {:.2f} -> {:.2f} GiB ({:.2f} GiB freed in all) in {:.1f} s", max_m,
+                    static_cast<double>(before) / (1 << 30), static_cast<double>(after) / (1 << 30),
+                    static_cast<double>(freed) / (1 << 30), release_s));
+    variant["release_unchosen"] = {{"max_m", max_m},           {"weights_bytes_before", before},
+                                   {"weights_bytes_after", after}, {"freed_bytes", freed},
+                                   {"seconds", release_s},        {"gemms_at_max_m", model->describe_gemms(max_m)},
+                                   {"holdings", model->dispatch_holdings()}};
+    for (auto const& [held, count] : model->dispatch_holdings()) say(fmt::format("  {} x {}", count, held));
+  }
   nlohmann::json points = nlohmann::json::array();
   for (std::int64_t const B : o.batches) {
     for (std::int64_t const P : o.prompt_lens) points.push_back(measure_point(o, *model, B, P, say));
   }
-  return {{"variant", name}, {"load_s", load_s}, {"points", points}};
+  variant["points"] = points;
+  return variant;
 }
 
 }  // namespace
@@ -292,9 +314,16 @@ std::string model_run_summary(nlohmann::json const& r) {
   }
   for (auto const& v : r["variants"]) {
     if (!v["points"].empty()) {
-      out += fmt::format("{}: weights {:.2f} GiB, loaded in {:.1f} s; attention: {}\n", v["variant"].get<std::string>(),
+      std::string released;
+      if (v.contains("release_unchosen")) {
+        auto const& rel = v["release_unchosen"];
+        released = fmt::format(" ({:.2f} GiB before release_unchosen up to M = {}, {:.1f} s)",
+                               static_cast<double>(rel["weights_bytes_before"].get<std::size_t>()) / (1 << 30),
+                               rel["max_m"].get<std::int64_t>(), rel["seconds"].get<double>());
+      }
+      out += fmt::format("{}: weights {:.2f} GiB{}, loaded in {:.1f} s; attention: {}\n", v["variant"].get<std::string>(),
                          static_cast<double>(v["points"][0]["memory"]["weights_bytes"].get<std::size_t>()) / (1 << 30),
-                         v["load_s"].get<double>(), v["points"][0].value("attention", std::string("?")));
+                         released, v["load_s"].get<double>(), v["points"][0].value("attention", std::string("?")));
     }
   }
   return out;

@@ -35,6 +35,7 @@ struct RunArgs {
   bool no_profile = false;
   bool no_graph = false;
   bool dense_fallback = false;
+  bool release_unchosen = false;
   std::uint64_t seed = 2026;
   std::string json;
   std::string tuning_cache;
@@ -75,6 +76,10 @@ Command register_run(CLI::App& app) {
                 "with --backend auto a second sparse copy: CUTLASS and cuSPARSELt); dense W8A8 models (--compare dense "
                 "included) choose per M bucket among their dense backends (CUTLASS, cuBLASLt with fused or separate "
                 "scales), so that the comparison is against the best dense");
+  sub->add_flag("--release-unchosen", args->release_unchosen,
+                "With --dense-fallback: after loading, choose every projection's backend for each M bucket up to the "
+                "largest B*P (timed once per projection shape, or from the tuning cache), then free the weight copies no "
+                "bucket chose; reports the weight memory before and after");
   sub->add_option("--seed", args->seed, "Seed of the preset weights and of the prompts");
   sub->add_option("--json", args->json, "Write the result as JSON to this file");
   sub->add_option("--tuning-cache", args->tuning_cache,
@@ -91,6 +96,9 @@ Command register_run(CLI::App& app) {
     }
     if (args->backend != "auto" && args->backend != "library" && args->backend != "cutlass" && args->backend != "sm90") {
       fail(ErrorKind::kUsage, "run: unknown backend '{}' (auto, library, cutlass, sm90)", args->backend);
+    }
+    if (args->release_unchosen && !args->dense_fallback) {
+      fail(ErrorKind::kUsage, "run: --release-unchosen frees the candidates --dense-fallback builds; give both");
     }
     if (args->attention != "auto" && args->attention != "own" && args->attention != "cudnn") {
       fail(ErrorKind::kUsage, "run: unknown attention '{}' (auto, own, cudnn)", args->attention);
@@ -121,16 +129,18 @@ Command register_run(CLI::App& app) {
     o.profile = !args->no_profile;
     o.use_graph = !args->no_graph;
     o.dense_fallback = args->dense_fallback;
+    o.release_unchosen = args->release_unchosen;
     o.seed = args->seed;
     io::TuningCache tuning = io::TuningCache::from_option(args->tuning_cache);
     o.tuning = &tuning;
     o.command = fmt::format("slidesparse run --model {} --pattern {} --dtype {}{} --backend {} --attention {} --batch {} "
-                            "--prompt-len {} --gen-len {} --repeats {} --seed {}{}{}{}",
+                            "--prompt-len {} --gen-len {} --repeats {} --seed {}{}{}{}{}",
                             args->model, fmt::join(args->patterns, ","), args->dtype, o.compare_dense ? " --compare dense" : "",
                             args->backend, args->attention, fmt::join(args->batches, ","), fmt::join(args->prompt_lens, ","), args->gen_len,
                             args->repeats, args->seed,
                             args->no_profile ? " --no-profile" : "", args->no_graph ? " --no-graph" : "",
-                            args->dense_fallback ? " --dense-fallback" : "");
+                            args->dense_fallback ? " --dense-fallback" : "",
+                            args->release_unchosen ? " --release-unchosen" : "");
     auto const started = std::chrono::steady_clock::now();
     o.progress = [started](std::string const& line) {
       double const s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

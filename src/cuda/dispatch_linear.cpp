@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <limits>
+#include <set>
 #include <vector>
 
 #include <fmt/format.h>
@@ -27,7 +28,8 @@ DispatchLinear::DispatchLinear(DispatchConfig const& config, LinearWeights const
     LinearConfig c = config.layer;
     c.pattern = pattern;
     c.backend = backend;
-    candidates_.push_back({std::move(candidate), std::make_unique<Linear>(c, weights, stream, tuning, name_, scratch)});
+    candidates_.push_back(
+        {std::move(candidate), std::make_unique<Linear>(c, weights, stream, tuning, name_, scratch), std::string()});
   };
   // CUTLASS candidates only where CUTLASS can run the layer (dtype, N, GPU): the others remain.
   LinearConfig dense_layer = config.layer;
@@ -53,14 +55,18 @@ DispatchLinear::DispatchLinear(DispatchConfig const& config, LinearWeights const
     if (dense_cutlass) add("dense-cutlass", std::nullopt, GemmBackend::kCutlass);
     else add(prefix, std::nullopt, GemmBackend::kLibrary);
     Linear const& owner = *candidates_.back().layer;
+    std::string const owner_name = candidates_.back().name;
     LinearConfig c = dense_layer;
     c.backend = GemmBackend::kLibrary;
-    if (dense_cutlass) candidates_.push_back({prefix, std::make_unique<Linear>(c, owner, tuning, name_, scratch)});
+    if (dense_cutlass) candidates_.push_back({prefix, std::make_unique<Linear>(c, owner, tuning, name_, scratch), owner_name});
     if (candidates_.back().layer->dense_scales_fused()) {
       c.fuse_dense_scales = false;
-      candidates_.push_back({prefix + "-unfused", std::make_unique<Linear>(c, owner, tuning, name_, scratch)});
+      candidates_.push_back(
+          {prefix + "-unfused", std::make_unique<Linear>(c, owner, tuning, name_, scratch), owner_name});
     }
   }
+  for (auto const& c : candidates_) all_names_ += (all_names_.empty() ? "" : "+") + c.name;
+  key_version_ = candidates_.front().layer->backend_version();
 }
 
 DispatchLinear::~DispatchLinear() = default;
@@ -129,6 +135,10 @@ LinearMemory DispatchLinear::memory_of(std::string const& candidate) const {
 
 void DispatchLinear::force(std::int64_t m, std::string const& candidate, cudaStream_t stream) {
   Candidate const* c = find(candidate);
+  if (!c && std::find(released_.begin(), released_.end(), candidate) != released_.end()) {
+    fail(ErrorKind::kUsage, "{}: candidate '{}' was released by release_unchosen() (it keeps {})", name_, candidate,
+         fmt::join(candidates(), ", "));
+  }
   if (!c) fail(ErrorKind::kUsage, "{}: no candidate '{}' (it has {})", name_, candidate, fmt::join(candidates(), ", "));
   c->layer->prepare(m, stream);
   choices_[m_bucket(m)] = {c->layer.get(), c->name, false};
@@ -140,13 +150,12 @@ void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
     it->second.layer->prepare(m, stream);
     return;
   }
-  Linear const& first = *candidates_.front().layer;
-  std::string names;
-  for (auto const& c : candidates_) names += (names.empty() ? "" : "+") + c.name;
+  // Keyed on every candidate built, released ones included: a process that builds the same set
+  // finds the choice whether or not it releases afterwards.
   std::string const key =
-      tuning_ ? detail::gemm_tuning_key("dispatch:" + names + ":" +
+      tuning_ ? detail::gemm_tuning_key("dispatch:" + all_names_ + ":" +
                                             (config_.layer.pattern ? config_.layer.pattern->to_string() : "dense"),
-                                        first.backend_version(), config_.layer.compute_dtype,
+                                        key_version_, config_.layer.compute_dtype,
                                         config_.layer.activation_dtype, n_, k_, bucket)
               : "";
   if (tuning_) {
@@ -210,7 +219,43 @@ void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
     }
   }
   choices_[bucket] = {best->layer.get(), best->name, false};
-  if (tuning_) tuning_->put(key, {{"choice", best->name}, {"ms", times}, {"tuned", detail::tuning_date()}});
+  // After a release the choice is among the kept candidates only: not the full set's answer.
+  if (tuning_ && released_.empty()) tuning_->put(key, {{"choice", best->name}, {"ms", times}, {"tuned", detail::tuning_date()}});
+}
+
+std::vector<std::int64_t> DispatchLinear::buckets_up_to(std::int64_t max_m) {
+  std::vector<std::int64_t> out;
+  for (std::int64_t m = 1; m <= max_m;) {  // the bucket after b holds b + 1
+    out.push_back(m_bucket(m));
+    m = out.back() + 1;
+  }
+  if (out.empty()) fail(ErrorKind::kUsage, "DispatchLinear: max M = {} must be positive", max_m);
+  return out;
+}
+
+void DispatchLinear::prepare_up_to(std::int64_t max_m, cudaStream_t stream) {
+  for (std::int64_t const bucket : buckets_up_to(max_m)) prepare(bucket, stream);
+}
+
+std::size_t DispatchLinear::release_unchosen(cudaStream_t stream) {
+  if (choices_.empty()) {
+    fail(ErrorKind::kUsage, "{}: release_unchosen() before any M bucket was chosen would free every candidate", name_);
+  }
+  auto total = [](LinearMemory const& m) { return m.weight + m.vectors + m.gemm; };
+  std::size_t const before = total(memory());
+  std::set<std::string> keep;
+  for (auto const& [bucket, choice] : choices_) keep.insert(choice.name);
+  for (auto const& c : candidates_) {  // a chosen sharer keeps the dense copy's owner
+    if (keep.contains(c.name) && !c.weight_owner.empty()) keep.insert(c.weight_owner);
+  }
+  // The kernels of earlier forward calls may still read the weights that go.
+  SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream));
+  std::erase_if(candidates_, [&](Candidate const& c) {
+    if (keep.contains(c.name)) return false;
+    released_.push_back(c.name);
+    return true;
+  });
+  return before - total(memory());
 }
 
 void DispatchLinear::forward(void const* x, void* y, std::int64_t m, cudaStream_t stream, std::int64_t ldx) {

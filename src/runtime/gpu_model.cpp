@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <map>
 #include <utility>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "slidesparse/core/error.hpp"
 #include "slidesparse/core/numeric.hpp"
@@ -33,8 +35,17 @@ class Projection {
     if (single_) single_->forward(x, y, m, stream);
     else dispatch_->forward(x, y, m, stream);
   }
+  /// A dispatching projection chooses its candidate for every M bucket up to max_m, then frees
+  /// the others' weight copies; the bytes freed (0 for a single Linear).
+  std::size_t release_unchosen(std::int64_t max_m, cudaStream_t stream) {
+    if (!dispatch_) return 0;
+    dispatch_->prepare_up_to(max_m, stream);
+    return dispatch_->release_unchosen(stream);
+  }
   cuda::LinearMemory memory() const noexcept { return single_ ? single_->memory() : dispatch_->memory(); }
   std::string const& name() const noexcept { return single_ ? single_->name() : dispatch_->name(); }
+  /// The candidates a dispatching projection holds, joined by '+'; empty for a single Linear.
+  std::string kept() const { return dispatch_ ? fmt::format("{}", fmt::join(dispatch_->candidates(), "+")) : ""; }
   /// The GEMM configuration for M (single), or which candidate the dispatch chose for M's bucket.
   std::string gemm_description(std::int64_t m) const {
     if (single_) return single_->gemm_description(m);
@@ -638,6 +649,15 @@ std::int64_t GpuModel::forward(std::span<SequenceStep const> steps, bool all_log
   return logits_rows_;
 }
 
+std::size_t GpuModel::release_unchosen(std::int64_t max_m) {
+  if (max_m <= 0) fail(ErrorKind::kUsage, "GPU model: release_unchosen needs a positive max M, not {}", max_m);
+  std::size_t freed = lm_head_->release_unchosen(max_m, stream_);
+  for (Layer& L : layers_) {
+    for (Projection* lin : {L.qkv.get(), L.o.get(), L.gate_up.get(), L.down.get()}) freed += lin->release_unchosen(max_m, stream_);
+  }
+  return freed;
+}
+
 void GpuModel::prepare_decode(std::int64_t batch) {
   ensure_logits(batch);
   for (Layer& L : layers_) {
@@ -823,6 +843,22 @@ std::string GpuModel::describe_attention() const {
   }
   if (options_.attention == AttentionBackend::kOwn) return "own kernel";
   return attention_note_.empty() ? "own kernel" : "own kernel (no cuDNN: " + attention_note_ + ")";
+}
+
+std::map<std::string, int> GpuModel::dispatch_holdings() const {
+  std::map<std::string, int> out;
+  auto count = [&](Projection const& lin) {
+    std::string const kept = lin.kept();
+    if (kept.empty()) return;
+    std::string name = lin.name();  // "layers.12.qkv_proj" -> "qkv_proj": one entry per role
+    if (name.starts_with("layers.")) name = name.substr(name.find('.', 7) + 1);
+    ++out[name + ": " + kept];
+  };
+  count(*lm_head_);
+  for (Layer const& L : layers_) {
+    for (Projection const* lin : {L.qkv.get(), L.o.get(), L.gate_up.get(), L.down.get()}) count(*lin);
+  }
+  return out;
 }
 
 std::string GpuModel::describe_gemms(std::int64_t m) const {

@@ -523,6 +523,39 @@ TEST_F(GpuModelTest, DenseFallbackGivesTheSameLogitsAndHoldsTheDenseCopy) {
   EXPECT_EQ(a.tokens(0), b.tokens(0));
   std::cout << "[ info ] dense fallback, prefill M = 51: " << prefill << "\n";
   std::cout << "[ info ] dense fallback, decode M = 2: " << b.describe_gemms(2) << "\n";
+  // The memory policy: release_unchosen keeps, per projection, only what the buckets of M up to
+  // 64 chose (which ones is up to the timing: printed); the logits stay the plain model's, and a
+  // second release finds nothing left to free.
+  std::size_t const before = b.memory().weights;
+  std::size_t const freed = b.release_unchosen(64);
+  std::size_t const after = b.memory().weights;
+  EXPECT_LE(after, before);
+  EXPECT_GE(freed, before - after);  // freed also counts the released candidates' plan workspaces
+  EXPECT_EQ(b.release_unchosen(64), 0u);
+  EXPECT_EQ(b.memory().weights, after);
+  for (GpuModel* m : {&a, &b}) {
+    m->reset(0);
+    m->reset(1);
+    m->forward(batch, false);
+    m->decode_greedy(2, 4, true);
+  }
+  EXPECT_EQ(a.logits(), b.logits());
+  EXPECT_EQ(a.tokens(1), b.tokens(1));
+  std::cout << "[ info ] dense fallback, release_unchosen(64): weights " << before << " -> " << after << " bytes (" << freed
+            << " freed with workspaces); prefill M = 51: " << b.describe_gemms(51) << "\n";
+  EXPECT_THROW(b.release_unchosen(0), Error);
+  // What stayed, per projection role: every dispatching projection is counted once, and holds
+  // at least one candidate; the plain model dispatches nothing.
+  int holders = 0;
+  for (auto const& [held, count] : b.dispatch_holdings()) {
+    std::cout << "[ info ] dense fallback holds " << count << " x " << held << "\n";
+    EXPECT_NE(held.find(": "), std::string::npos) << held;
+    EXPECT_NE(held.back(), ' ') << held;
+    holders += count;
+  }
+  EXPECT_GE(holders, 4 * b.config().layers);
+  EXPECT_LE(holders, 4 * b.config().layers + 1);  // + the lm_head where it dispatches
+  EXPECT_TRUE(a.dispatch_holdings().empty());
   // A dense INT8 model with the option chooses among its dense forms on one weight copy: the
   // same memory and the same integers as the plain dense model, where CUTLASS can run (else
   // there is one dense form and nothing to choose).

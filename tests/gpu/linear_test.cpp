@@ -14,9 +14,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
 #include <optional>
+#include <set>
+
+#include <nlohmann/json.hpp>
 
 #include "common/test_util.hpp"
 #include "gpu/gpu_test_util.hpp"
@@ -488,6 +493,32 @@ TEST_F(LinearGpu, Fp8LayersWithoutFastAccumulationUseOnlyPromotingCutlassKernels
   }
 }
 
+// A dispatch over every candidate there is: CUTLASS, sm90 (opt-in), cuSPARSELt and the dense
+// fallback; BF16 activations.
+cuda::DispatchConfig every_candidate(DType compute, SparsityPattern pattern) {
+  cuda::DispatchConfig config;
+  config.layer = {compute, DType::kBF16, pattern};
+  config.dense_fallback = true;
+  config.sm90 = true;
+  return config;
+}
+
+// An INT8 dispatching layer's forward at M on fresh BF16 input, into a poisoned output: bit for
+// bit the CPU reference (every candidate computes the same integers and the same epilogue).
+void expect_dispatch_exact(cuda::DispatchLinear& layer, HostLayer const& host, test::Rng& rng, std::int64_t m) {
+  std::int64_t const n = host.weight.rows, k = host.weight.cols;
+  SCOPED_TRACE(fmt::format("M={} ({})", m, layer.description(m)));
+  OwnedMatrix const x = make_input(rng, DType::kBF16, m, k);
+  OwnedMatrix expected(DType::kBF16, m, n);
+  linear_reference(x.cview(), host.weight.cview(), host.scale, host.bias, expected.view());
+  DeviceBuffer dx(x.bytes.size()), dy(expected.bytes.size());
+  dx.upload(x.bytes.data());
+  dy.fill(0xFF);
+  layer.forward(dx.get(), dy.get(), m, nullptr);
+  SLIDESPARSE_CUDA_CHECK(cudaDeviceSynchronize());
+  ASSERT_EQ(dy.download(), expected.bytes);
+}
+
 TEST_F(LinearGpu, DispatchingLayerIsExactWhicheverCandidateWinsAndRemembersItsChoice) {
   // INT8: every candidate (CUTLASS, sm90, cuSPARSELt, dense fallback) is bit-identical to the
   // reference, so the output must be too, whatever the timing picks.
@@ -498,10 +529,7 @@ TEST_F(LinearGpu, DispatchingLayerIsExactWhicheverCandidateWinsAndRemembersItsCh
   std::int64_t const n = 264, k = 3584;
   SparsityPattern const pattern = SparsityPattern::parse("6:8");
   HostLayer const host = make_layer(rng, DType::kI8, n, k, pattern, true);
-  cuda::DispatchConfig config;
-  config.layer = {DType::kI8, DType::kBF16, pattern};
-  config.dense_fallback = true;
-  config.sm90 = true;
+  cuda::DispatchConfig config = every_candidate(DType::kI8, pattern);
   std::map<std::int64_t, std::string> chosen;
   {
     io::TuningCache cache(file);
@@ -523,16 +551,8 @@ TEST_F(LinearGpu, DispatchingLayerIsExactWhicheverCandidateWinsAndRemembersItsCh
       EXPECT_EQ(layer.memory_of("dense-cublaslt").weight, 0u);
     }
     for (std::int64_t const m : {1, 300}) {
-      SCOPED_TRACE(fmt::format("M={}", m));
-      OwnedMatrix const x = make_input(rng, DType::kBF16, m, k);
-      OwnedMatrix expected(DType::kBF16, m, n);
-      linear_reference(x.cview(), host.weight.cview(), host.scale, host.bias, expected.view());
-      DeviceBuffer dx(x.bytes.size()), dy(expected.bytes.size());
-      dx.upload(x.bytes.data());
-      dy.fill(0xFF);
-      layer.forward(dx.get(), dy.get(), m, nullptr);
-      SLIDESPARSE_CUDA_CHECK(cudaDeviceSynchronize());
-      ASSERT_EQ(dy.download(), expected.bytes);
+      expect_dispatch_exact(layer, host, rng, m);
+      if (HasFatalFailure()) return;
       chosen[m] = layer.choice(m);
       EXPECT_NE(std::find(names.begin(), names.end(), chosen[m]), names.end()) << chosen[m];
       EXPECT_FALSE(layer.chosen_from_cache(m));
@@ -567,10 +587,7 @@ TEST_F(LinearGpu, EveryDispatchCandidateIsRightWhenForcedIncludingTheSharedDense
   for (DType const compute : {DType::kI8, DType::kF8E4M3}) {
     bool const exact = compute == DType::kI8;
     HostLayer const host = make_layer(rng, compute, n, k, pattern, exact);
-    cuda::DispatchConfig config;
-    config.layer = {compute, DType::kBF16, pattern};
-    config.dense_fallback = true;
-    config.sm90 = true;
+    cuda::DispatchConfig const config = every_candidate(compute, pattern);
     cuda::DispatchLinear layer(config, host.view(), nullptr, nullptr, "forced");
     bool const cutlass = Linear::cutlass_unsupported(config.layer, n, k).empty();
     std::vector<std::string> expected_names = cutlass ? std::vector<std::string>{"cutlass", "cusparselt", "dense-cutlass",
@@ -622,6 +639,88 @@ TEST_F(LinearGpu, EveryDispatchCandidateIsRightWhenForcedIncludingTheSharedDense
   }
 }
 
+TEST_F(LinearGpu, ReleasingUnchosenCandidatesFreesExactlyTheirCopiesAndKeepsTheChosenExact) {
+  // The memory policy: choices forced (timing would make the released set a coin toss), then
+  // release_unchosen() must free exactly the unchosen candidates' bytes, keep the dense copy's
+  // owner while a sharer of it is chosen, leave the chosen buckets bit-exact (INT8, poisoned
+  // output), choose new buckets among the kept ones without recording them in the cache, and
+  // refuse a released candidate by name.
+  test::TempDir dir;
+  test::Rng rng(609);
+  SCOPED_TRACE(rng.describe());
+  std::int64_t const n = 264, k = 3584;
+  SparsityPattern const pattern = SparsityPattern::parse("6:8");
+  HostLayer const host = make_layer(rng, DType::kI8, n, k, pattern, true);
+  cuda::DispatchConfig const config = every_candidate(DType::kI8, pattern);
+  auto bytes = [](cuda::LinearMemory const& m) { return m.weight + m.vectors + m.gemm; };
+  // Two scenarios: (a) a dense sharer and a sparse candidate chosen, (b) one sparse candidate
+  // chosen everywhere, so the dense copy goes too.
+  for (bool const keep_dense : {true, false}) {
+    SCOPED_TRACE(keep_dense ? "dense sharer and sparse chosen" : "one sparse candidate chosen");
+    io::TuningCache cache(dir.path() / (keep_dense ? "a.json" : "b.json"));
+    cuda::DispatchLinear layer(config, host.view(), nullptr, &cache, "r");
+    EXPECT_THROW(layer.release_unchosen(nullptr), Error);  // nothing chosen yet
+    std::vector<std::string> const all = layer.candidates();
+    bool const cutlass = std::find(all.begin(), all.end(), "cutlass") != all.end();
+    std::string const sparse = cutlass ? "cutlass" : "cusparselt";
+    // With CUTLASS the dense forms are dense-cutlass (the owner) and dense-cublaslt (a sharer).
+    std::string const dense = cutlass ? "dense-cublaslt" : "dense";
+    std::set<std::string> kept = {sparse};
+    if (keep_dense) {
+      kept.insert(dense);
+      if (cutlass) kept.insert("dense-cutlass");
+    }
+    layer.force(1, keep_dense ? dense : sparse, nullptr);
+    layer.force(300, sparse, nullptr);
+    std::size_t expected_freed = 0;
+    std::vector<std::string> expected_released, expected_kept;
+    for (auto const& c : all) {
+      if (kept.contains(c)) {
+        expected_kept.push_back(c);
+      } else {
+        expected_released.push_back(c);
+        expected_freed += bytes(layer.memory_of(c));
+      }
+    }
+    ASSERT_FALSE(expected_released.empty());
+    if (!keep_dense) {
+      EXPECT_GE(expected_freed, static_cast<std::size_t>(n * k));  // the dense INT8 copy at least
+    }
+    std::size_t const before = bytes(layer.memory());
+    std::size_t const freed = layer.release_unchosen(nullptr);
+    EXPECT_EQ(freed, expected_freed);
+    EXPECT_EQ(bytes(layer.memory()), before - freed);
+    EXPECT_EQ(layer.candidates(), expected_kept);
+    EXPECT_EQ(layer.released(), expected_released);
+    std::printf("  release_unchosen: kept %s, freed %zu bytes\n", fmt::format("{}", fmt::join(expected_kept, ", ")).c_str(),
+                freed);
+    try {
+      layer.force(1, expected_released.front(), nullptr);
+      ADD_FAILURE() << "forcing released '" << expected_released.front() << "' did not throw";
+    } catch (Error const& e) {
+      EXPECT_NE(std::string(e.what()).find("released"), std::string::npos) << e.what();
+    }
+    expect_dispatch_exact(layer, host, rng, 1);
+    expect_dispatch_exact(layer, host, rng, 300);
+    EXPECT_EQ(layer.choice(1), keep_dense ? dense : sparse);
+    // A bucket not chosen before: timed among the kept ones (where more than one is kept), and
+    // not written to the cache (the candidates' own GEMM tuning is; no "dispatch:" entry).
+    expect_dispatch_exact(layer, host, rng, 17);
+    EXPECT_TRUE(kept.contains(layer.choice(17))) << layer.choice(17);
+    EXPECT_FALSE(layer.chosen_from_cache(17));
+    // save() writes nothing when no entry was put (one kept candidate whose GEMM tuning put none):
+    // then there is no file and no "dispatch:" entry either. Before the release, force() puts none.
+    cache.save();
+    if (std::filesystem::exists(cache.file())) {
+      std::ifstream file(cache.file());
+      nlohmann::json const saved = nlohmann::json::parse(file);
+      for (auto const& [key, value] : saved.at("entries").items()) {
+        EXPECT_EQ(key.find("dispatch:"), std::string::npos) << key;
+      }
+    }
+  }
+}
+
 TEST_F(LinearGpu, WeightSharingLayerRefusesWhatItCannotShare) {
   test::Rng rng(608);
   SCOPED_TRACE(rng.describe());
@@ -665,6 +764,30 @@ TEST(LinearBuckets, DispatchSplitsTheFirstBucketByPowersOfTwo) {
   EXPECT_EQ(cuda::DispatchLinear::m_bucket(32), 32);
   for (std::int64_t m = 33; m <= 5000; m += 7) ASSERT_EQ(cuda::DispatchLinear::m_bucket(m), Linear::m_bucket(m)) << m;
   EXPECT_THROW(cuda::DispatchLinear::m_bucket(0), Error);
+}
+
+TEST(LinearBuckets, DispatchBucketsUpToMaxMCoverEveryMOnce) {
+  using cuda::DispatchLinear;
+  EXPECT_EQ(DispatchLinear::buckets_up_to(1), std::vector<std::int64_t>{1});
+  EXPECT_EQ(DispatchLinear::buckets_up_to(33), (std::vector<std::int64_t>{1, 2, 4, 8, 16, 32, 64}));
+  EXPECT_THROW(DispatchLinear::buckets_up_to(0), Error);
+  for (std::int64_t const max_m : {7, 17, 256, 257, 1025, 4096, 32768}) {
+    std::vector<std::int64_t> const b = DispatchLinear::buckets_up_to(max_m);
+    SCOPED_TRACE(max_m);
+    ASSERT_TRUE(std::is_sorted(b.begin(), b.end()));
+    EXPECT_EQ(b.back(), DispatchLinear::m_bucket(max_m));
+    // Every M up to max_m falls in a listed bucket, and every listed bucket is some M's.
+    std::set<std::int64_t> const listed(b.begin(), b.end());
+    ASSERT_EQ(listed.size(), b.size());
+    std::set<std::int64_t> seen;
+    for (std::int64_t m = 1; m <= max_m; ++m) {
+      ASSERT_TRUE(listed.contains(DispatchLinear::m_bucket(m))) << m;
+      seen.insert(DispatchLinear::m_bucket(m));
+    }
+    EXPECT_EQ(seen, listed);
+  }
+  // 1..32768: 6 powers of two, 7 steps of 32 up to 256, 8 per octave above.
+  EXPECT_EQ(DispatchLinear::buckets_up_to(32768).size(), 6u + 7u + 7u * 8u);
 }
 
 }  // namespace

@@ -40,6 +40,9 @@ struct ModelRunOptions {
   bool compare_dense = false;  ///< add dense of the same dtype (if not listed) and report speedups
   cuda::GemmBackend backend = cuda::GemmBackend::kAuto;
   bool dense_fallback = false;  ///< GpuModelOptions::dense_fallback for every variant (dense W8A8: its best dense form)
+  /// With dense_fallback: after each load, GpuModel::release_unchosen up to the largest M the
+  /// points run (max B x P), so the model holds only the candidates it chose.
+  bool release_unchosen = false;
   runtime::AttentionBackend attention = runtime::AttentionBackend::kAuto;
   std::vector<std::int64_t> batches = {8};
   std::vector<std::int64_t> prompt_lens = {512};

@@ -7,8 +7,10 @@
 /// baseline: dense CUTLASS, cuBLASLt with fused scales, cuBLASLt with its own epilogue).
 ///
 /// Each candidate is a complete cuda::Linear holding its own copy of the weight (all dense
-/// candidates, up to three, share one), so the choice costs memory: memory() reports every copy, and the config
-/// says which candidates to keep.
+/// candidates, up to three, share one), so the choice costs memory: memory() reports every copy,
+/// the config says which candidates to build, and release_unchosen() frees, once the M buckets a
+/// caller will run are chosen, the copies no bucket chose (memory policy: hold every candidate
+/// while choosing, then only the winners).
 /// prepare(M) times every candidate's whole forward (quant+lift, GEMM, epilogue; L2 evicted
 /// before each call, as in a model; candidates round-robin, median of 9 to 63 rounds) on random activations
 /// and keeps the fastest for M's bucket; the choice is recorded in the tuning cache with the times of all candidates, so
@@ -69,6 +71,22 @@ class DispatchLinear {
   /// y [M, N] = layer(x [M, K]); prepares M's bucket first if needed (not a hot-path call then).
   void forward(void const* x, void* y, std::int64_t m, cudaStream_t stream, std::int64_t ldx = 0);
 
+  /// The buckets of every M in 1..max_m, ascending (1, 2, 4, ..., 32, 64, 96, ..., m_bucket(max_m)).
+  static std::vector<std::int64_t> buckets_up_to(std::int64_t max_m);
+  /// prepare() for every bucket of buckets_up_to(max_m).
+  void prepare_up_to(std::int64_t max_m, cudaStream_t stream);
+
+  /// Frees every candidate that no prepared bucket chose (its weight copy, plans and workspaces)
+  /// and returns the device bytes that frees (memory() before minus after). The owner of the
+  /// dense copy stays while a dense candidate sharing its weight is chosen. Afterwards a bucket
+  /// not yet chosen is chosen among the kept candidates (from the tuning cache where its entry
+  /// names a kept one, else by timing them, not recorded: the cache holds choices among the
+  /// full set), and force() of a released candidate is an Error saying so. An Error before any
+  /// bucket is chosen (it would free every candidate). Synchronizes.
+  std::size_t release_unchosen(cudaStream_t stream);
+  /// The candidates release_unchosen() freed, in construction order.
+  std::vector<std::string> const& released() const noexcept { return released_; }
+
   /// Makes `candidate` M's bucket's choice without timing (tests, experiments) and prepares it;
   /// an Error naming the candidates when there is no such one. Not recorded in the tuning cache.
   void force(std::int64_t m, std::string const& candidate, cudaStream_t stream);
@@ -82,7 +100,7 @@ class DispatchLinear {
   /// "choice: GEMM configuration" of M's bucket (Linear::gemm_description of the chosen
   /// candidate, e.g. "dense-cublaslt: cublaslt-130100 (scales fused)"); empty before prepare.
   std::string description(std::int64_t m) const;
-  /// The candidates this layer holds, in order of preference on ties.
+  /// The candidates this layer holds (less the released ones), in order of preference on ties.
   std::vector<std::string> candidates() const;
   /// Device memory of every candidate summed (each weight copy once)...
   LinearMemory memory() const noexcept;
@@ -95,6 +113,7 @@ class DispatchLinear {
   struct Candidate {
     std::string name;
     std::unique_ptr<Linear> layer;
+    std::string weight_owner;  ///< the candidate whose dense weight this one reads; empty: its own
   };
   struct Choice {
     Linear* layer = nullptr;
@@ -109,6 +128,9 @@ class DispatchLinear {
   std::int64_t n_, k_;
   io::TuningCache* tuning_;
   std::vector<Candidate> candidates_;
+  std::string all_names_;    ///< "a+b+c": every candidate built (the tuning cache key's set)
+  std::string key_version_;  ///< the first candidate's backend version, as built (the key's)
+  std::vector<std::string> released_;
   std::map<std::int64_t, Choice> choices_;  ///< by M bucket
 };
 

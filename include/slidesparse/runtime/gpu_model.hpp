@@ -73,7 +73,8 @@ struct GpuModelOptions {
   /// whichever of the sparse backends and the dense one is fastest (cuda::DispatchLinear, timed
   /// on first use of a bucket, the choice kept in the tuning cache): never slower than dense at
   /// any batch, at the cost of the dense weights' memory (and, with backend kAuto, a second
-  /// sparse copy: CUTLASS and cuSPARSELt). A dense W8A8 model (backend kAuto) instead chooses
+  /// sparse copy: CUTLASS and cuSPARSELt) until release_unchosen() frees the copies no M
+  /// bucket chose. A dense W8A8 model (backend kAuto) instead chooses
   /// per M bucket among its dense forms on one copy (dense CUTLASS, cuBLASLt with fused or
   /// separate scales; no extra weight memory): the dense baseline at its strongest, which
   /// `run --compare dense --dense-fallback` compares against. No effect on dense BF16.
@@ -164,6 +165,18 @@ class GpuModel {
   ModelConfig const& config() const noexcept { return config_; }
   GpuModelOptions const& options() const noexcept { return options_; }
   GpuModelMemory memory() const;
+  /// Memory policy of dense_fallback: every dispatching projection chooses its candidate for
+  /// each M bucket up to max_m (timing them, or from the tuning cache: the first time a few
+  /// seconds per distinct projection shape), then frees the weight copies of the candidates
+  /// no bucket chose, e.g. the dense copy of a projection where sparse wins at every M, or the
+  /// second sparse copy. Returns the device bytes freed (memory().weights falls by as much,
+  /// less workspaces). Steps of more than max_m tokens choose among the kept candidates. A
+  /// model without dispatching projections frees nothing. Synchronizes.
+  std::size_t release_unchosen(std::int64_t max_m);
+  /// What the dispatching projections hold: "ROLE: candidate+candidate" (ROLE the projection's
+  /// name without "layers.N.", e.g. "gate_up_proj", or "lm_head") -> how many projections hold
+  /// exactly that set. Empty for a model without dispatching projections.
+  std::map<std::string, int> dispatch_holdings() const;
   /// The GEMM each projection of layer 0 runs at M (after a step of that size).
   std::string describe_gemms(std::int64_t m) const;
   /// The attention of forward steps after reserve(): "cudnn-91400 (steps of >= 64 new tokens)",
