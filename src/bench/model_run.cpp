@@ -196,13 +196,14 @@ nlohmann::json run_variant(ModelRunOptions const& o, std::optional<SparsityPatte
     }
     std::size_t const before = model->memory().weights;
     auto const t0 = std::chrono::steady_clock::now();
-    std::size_t const freed = model->release_unchosen(max_m);
+    std::size_t const freed = model->release_unchosen(max_m, o.release_tolerance);
     double const release_s = seconds_since(t0);
     std::size_t const after = model->memory().weights;
     say(fmt::format("release_unchosen up to M = {}: weights {:.2f} -> {:.2f} GiB ({:.2f} GiB freed in all) in {:.1f} s", max_m,
                     static_cast<double>(before) / (1 << 30), static_cast<double>(after) / (1 << 30),
                     static_cast<double>(freed) / (1 << 30), release_s));
-    variant["release_unchosen"] = {{"max_m", max_m},           {"weights_bytes_before", before},
+    variant["release_unchosen"] = {{"max_m", max_m},           {"tolerance", o.release_tolerance},
+                                   {"weights_bytes_before", before},
                                    {"weights_bytes_after", after}, {"freed_bytes", freed},
                                    {"seconds", release_s},        {"gemms_at_max_m", model->describe_gemms(max_m)},
                                    {"holdings", model->dispatch_holdings()}};
@@ -317,9 +318,9 @@ std::string model_run_summary(nlohmann::json const& r) {
       std::string released;
       if (v.contains("release_unchosen")) {
         auto const& rel = v["release_unchosen"];
-        released = fmt::format(" ({:.2f} GiB before release_unchosen up to M = {}, {:.1f} s)",
+        released = fmt::format(" ({:.2f} GiB before release_unchosen up to M = {}, tolerance {}, {:.1f} s)",
                                static_cast<double>(rel["weights_bytes_before"].get<std::size_t>()) / (1 << 30),
-                               rel["max_m"].get<std::int64_t>(), rel["seconds"].get<double>());
+                               rel["max_m"].get<std::int64_t>(), rel.value("tolerance", 0.0), rel["seconds"].get<double>());
       }
       out += fmt::format("{}: weights {:.2f} GiB{}, loaded in {:.1f} s; attention: {}\n", v["variant"].get<std::string>(),
                          static_cast<double>(v["points"][0]["memory"]["weights_bytes"].get<std::size_t>()) / (1 << 30),

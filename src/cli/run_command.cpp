@@ -2,6 +2,7 @@
 // bench/model_run.hpp), one dtype and pattern, optionally beside dense; JSON + a table.
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -36,6 +37,7 @@ struct RunArgs {
   bool no_graph = false;
   bool dense_fallback = false;
   bool release_unchosen = false;
+  double release_tolerance = 0.0;
   std::uint64_t seed = 2026;
   std::string json;
   std::string tuning_cache;
@@ -80,6 +82,9 @@ Command register_run(CLI::App& app) {
                 "With --dense-fallback: after loading, choose every projection's backend for each M bucket up to the "
                 "largest B*P (timed once per projection shape, or from the tuning cache), then free the weight copies no "
                 "bucket chose; reports the weight memory before and after");
+  sub->add_option("--release-tolerance", args->release_tolerance,
+                  "With --release-unchosen: also free the copies whose every win is by less than this fraction of the "
+                  "bucket's time (e.g. 0.02: each M bucket then runs within 2 % of its fastest; default 0)");
   sub->add_option("--seed", args->seed, "Seed of the preset weights and of the prompts");
   sub->add_option("--json", args->json, "Write the result as JSON to this file");
   sub->add_option("--tuning-cache", args->tuning_cache,
@@ -99,6 +104,12 @@ Command register_run(CLI::App& app) {
     }
     if (args->release_unchosen && !args->dense_fallback) {
       fail(ErrorKind::kUsage, "run: --release-unchosen frees the candidates --dense-fallback builds; give both");
+    }
+    if (args->release_tolerance != 0 && !args->release_unchosen) {
+      fail(ErrorKind::kUsage, "run: --release-tolerance applies to --release-unchosen; give both");
+    }
+    if (!std::isfinite(args->release_tolerance) || args->release_tolerance < 0 || args->release_tolerance >= 1) {
+      fail(ErrorKind::kUsage, "run: --release-tolerance {} must be a fraction in [0, 1) (0.02 = 2 %)", args->release_tolerance);
     }
     if (args->attention != "auto" && args->attention != "own" && args->attention != "cudnn") {
       fail(ErrorKind::kUsage, "run: unknown attention '{}' (auto, own, cudnn)", args->attention);
@@ -130,17 +141,19 @@ Command register_run(CLI::App& app) {
     o.use_graph = !args->no_graph;
     o.dense_fallback = args->dense_fallback;
     o.release_unchosen = args->release_unchosen;
+    o.release_tolerance = args->release_tolerance;
     o.seed = args->seed;
     io::TuningCache tuning = io::TuningCache::from_option(args->tuning_cache);
     o.tuning = &tuning;
     o.command = fmt::format("slidesparse run --model {} --pattern {} --dtype {}{} --backend {} --attention {} --batch {} "
-                            "--prompt-len {} --gen-len {} --repeats {} --seed {}{}{}{}{}",
+                            "--prompt-len {} --gen-len {} --repeats {} --seed {}{}{}{}{}{}",
                             args->model, fmt::join(args->patterns, ","), args->dtype, o.compare_dense ? " --compare dense" : "",
                             args->backend, args->attention, fmt::join(args->batches, ","), fmt::join(args->prompt_lens, ","), args->gen_len,
                             args->repeats, args->seed,
                             args->no_profile ? " --no-profile" : "", args->no_graph ? " --no-graph" : "",
                             args->dense_fallback ? " --dense-fallback" : "",
-                            args->release_unchosen ? " --release-unchosen" : "");
+                            args->release_unchosen ? " --release-unchosen" : "",
+                            args->release_tolerance != 0 ? fmt::format(" --release-tolerance {}", args->release_tolerance) : "");
     auto const started = std::chrono::steady_clock::now();
     o.progress = [started](std::string const& line) {
       double const s = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <limits>
 #include <set>
 #include <vector>
@@ -141,7 +142,7 @@ void DispatchLinear::force(std::int64_t m, std::string const& candidate, cudaStr
   }
   if (!c) fail(ErrorKind::kUsage, "{}: no candidate '{}' (it has {})", name_, candidate, fmt::join(candidates(), ", "));
   c->layer->prepare(m, stream);
-  choices_[m_bucket(m)] = {c->layer.get(), c->name, false};
+  choices_[m_bucket(m)] = {c->layer.get(), c->name, false, {}};
 }
 
 void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
@@ -162,14 +163,20 @@ void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
     if (auto const entry = tuning_->find(key); entry && entry->contains("choice")) {
       if (Candidate const* c = find((*entry)["choice"].get<std::string>())) {
         c->layer->prepare(m, stream);
-        choices_[bucket] = {c->layer.get(), c->name, true};
+        std::map<std::string, double> ms;
+        if (entry->contains("ms") && (*entry)["ms"].is_object()) {
+          for (auto const& [candidate, t] : (*entry)["ms"].items()) {
+            if (t.is_number()) ms[candidate] = t.get<double>();
+          }
+        }
+        choices_[bucket] = {c->layer.get(), c->name, true, std::move(ms)};
         return;
       }
     }
   }
   if (candidates_.size() == 1) {  // nothing to choose (a dense layer with one dense form)
     candidates_.front().layer->prepare(m, stream);
-    choices_[bucket] = {candidates_.front().layer.get(), candidates_.front().name, false};
+    choices_[bucket] = {candidates_.front().layer.get(), candidates_.front().name, false, {}};
     return;
   }
   // Time every candidate's whole forward over the bucket's rows.
@@ -207,18 +214,20 @@ void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
     }
   }
   nlohmann::json times = nlohmann::json::object();
+  std::map<std::string, double> medians;
   Candidate const* best = nullptr;
   float best_ms = std::numeric_limits<float>::infinity();
   for (std::size_t i = 0; i < candidates_.size(); ++i) {
     std::sort(ms[i].begin(), ms[i].end());
     float const median = ms[i][static_cast<std::size_t>(rounds / 2)];
     times[candidates_[i].name] = median;
+    medians[candidates_[i].name] = median;
     if (median < best_ms) {  // strict: ties keep the earlier (preferred) candidate
       best_ms = median;
       best = &candidates_[i];
     }
   }
-  choices_[bucket] = {best->layer.get(), best->name, false};
+  choices_[bucket] = {best->layer.get(), best->name, false, std::move(medians)};
   // After a release the choice is among the kept candidates only: not the full set's answer.
   if (tuning_ && released_.empty()) tuning_->put(key, {{"choice", best->name}, {"ms", times}, {"tuned", detail::tuning_date()}});
 }
@@ -237,12 +246,98 @@ void DispatchLinear::prepare_up_to(std::int64_t max_m, cudaStream_t stream) {
   for (std::int64_t const bucket : buckets_up_to(max_m)) prepare(bucket, stream);
 }
 
-std::size_t DispatchLinear::release_unchosen(cudaStream_t stream) {
+std::map<std::int64_t, std::string> DispatchLinear::plan_release(std::map<std::int64_t, ReleaseBucket> const& buckets,
+                                                                 std::map<std::string, ReleaseHolding> const& holdings,
+                                                                 double tolerance) {
+  if (!std::isfinite(tolerance) || tolerance < 0) {
+    fail(ErrorKind::kUsage, "DispatchLinear: release tolerance {} must be a finite fraction >= 0", tolerance);
+  }
+  std::map<std::int64_t, std::string> assign;
+  for (auto const& [bucket, b] : buckets) assign[bucket] = b.chosen;
+  if (tolerance == 0) return assign;
+  // Held: the assigned candidates and the owners of the weight copies they read.
+  auto held_of = [&](std::map<std::int64_t, std::string> const& a) {
+    std::set<std::string> held;
+    for (auto const& [bucket, c] : a) {
+      held.insert(c);
+      if (auto const it = holdings.find(c); it != holdings.end() && !it->second.owner.empty()) held.insert(it->second.owner);
+    }
+    return held;
+  };
+  auto bytes_of = [&](std::set<std::string> const& held) {
+    std::size_t total = 0;
+    for (auto const& c : held) {
+      if (auto const it = holdings.find(c); it != holdings.end()) total += it->second.bytes;
+    }
+    return total;
+  };
+  for (;;) {
+    std::set<std::string> const held = held_of(assign);
+    std::size_t const held_bytes = bytes_of(held);
+    std::size_t best_gain = 0;
+    std::map<std::int64_t, std::string> best;
+    for (std::string const& dropped : held) {
+      std::map<std::int64_t, std::string> trial = assign;
+      bool movable = true;
+      for (auto& [bucket, c] : trial) {
+        if (c != dropped) continue;
+        std::map<std::string, double> const& ms = buckets.at(bucket).ms;
+        if (ms.empty()) {  // forced: stays
+          movable = false;
+          break;
+        }
+        double fastest = std::numeric_limits<double>::infinity();
+        for (auto const& [candidate, t] : ms) fastest = std::min(fastest, t);
+        // Bounded by the bucket's fastest, not by the time of the candidate it leaves: chains of
+        // moves cannot add up past the tolerance.
+        std::string to;
+        double to_ms = std::numeric_limits<double>::infinity();
+        for (auto const& [candidate, t] : ms) {
+          if (candidate != dropped && held.contains(candidate) && holdings.contains(candidate) &&
+              t <= fastest * (1 + tolerance) && t < to_ms) {
+            to = candidate;
+            to_ms = t;
+          }
+        }
+        if (to.empty()) {
+          movable = false;
+          break;
+        }
+        c = to;
+      }
+      if (!movable) continue;
+      std::size_t const after = bytes_of(held_of(trial));
+      if (after < held_bytes && held_bytes - after > best_gain) {
+        best_gain = held_bytes - after;
+        best = std::move(trial);
+      }
+    }
+    if (best_gain == 0) return assign;
+    assign = std::move(best);
+  }
+}
+
+std::size_t DispatchLinear::release_unchosen(cudaStream_t stream, double tolerance) {
   if (choices_.empty()) {
     fail(ErrorKind::kUsage, "{}: release_unchosen() before any M bucket was chosen would free every candidate", name_);
   }
   auto total = [](LinearMemory const& m) { return m.weight + m.vectors + m.gemm; };
   std::size_t const before = total(memory());
+  if (tolerance != 0) {
+    std::map<std::int64_t, ReleaseBucket> buckets;
+    for (auto const& [bucket, choice] : choices_) buckets[bucket] = {choice.name, choice.ms};
+    std::map<std::string, ReleaseHolding> holdings;
+    for (auto const& c : candidates_) holdings[c.name] = {total(c.layer->memory()), c.weight_owner};
+    for (auto const& [bucket, to] : plan_release(buckets, holdings, tolerance)) {
+      Choice& choice = choices_.at(bucket);
+      if (choice.name == to) continue;
+      Candidate const* c = find(to);
+      c->layer->prepare(bucket, stream);  // a choice from the cache prepared the winner alone
+      choice.layer = c->layer.get();
+      choice.name = c->name;
+      choice.from_cache = false;
+    }
+  }
   std::set<std::string> keep;
   for (auto const& [bucket, choice] : choices_) keep.insert(choice.name);
   for (auto const& c : candidates_) {  // a chosen sharer keeps the dense copy's owner

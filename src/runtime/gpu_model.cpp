@@ -37,10 +37,10 @@ class Projection {
   }
   /// A dispatching projection chooses its candidate for every M bucket up to max_m, then frees
   /// the others' weight copies; the bytes freed (0 for a single Linear).
-  std::size_t release_unchosen(std::int64_t max_m, cudaStream_t stream) {
+  std::size_t release_unchosen(std::int64_t max_m, double tolerance, cudaStream_t stream) {
     if (!dispatch_) return 0;
     dispatch_->prepare_up_to(max_m, stream);
-    return dispatch_->release_unchosen(stream);
+    return dispatch_->release_unchosen(stream, tolerance);
   }
   cuda::LinearMemory memory() const noexcept { return single_ ? single_->memory() : dispatch_->memory(); }
   std::string const& name() const noexcept { return single_ ? single_->name() : dispatch_->name(); }
@@ -649,11 +649,13 @@ std::int64_t GpuModel::forward(std::span<SequenceStep const> steps, bool all_log
   return logits_rows_;
 }
 
-std::size_t GpuModel::release_unchosen(std::int64_t max_m) {
+std::size_t GpuModel::release_unchosen(std::int64_t max_m, double tolerance) {
   if (max_m <= 0) fail(ErrorKind::kUsage, "GPU model: release_unchosen needs a positive max M, not {}", max_m);
-  std::size_t freed = lm_head_->release_unchosen(max_m, stream_);
+  std::size_t freed = lm_head_->release_unchosen(max_m, tolerance, stream_);
   for (Layer& L : layers_) {
-    for (Projection* lin : {L.qkv.get(), L.o.get(), L.gate_up.get(), L.down.get()}) freed += lin->release_unchosen(max_m, stream_);
+    for (Projection* lin : {L.qkv.get(), L.o.get(), L.gate_up.get(), L.down.get()}) {
+      freed += lin->release_unchosen(max_m, tolerance, stream_);
+    }
   }
   return freed;
 }

@@ -74,7 +74,11 @@ TEST(Cli, RunChecksItsArgumentsAndRunsOrSaysThereIsNoGpu) {
   for (Bad const& b : {Bad{"--dtype fp7", "unknown dtype 'fp7'"}, Bad{"--pattern 2:8", "6:8"},
                        Bad{"--compare 2:4", "--compare takes 'dense'"}, Bad{"--model preset:gpt-5", "gpt-5"},
                        Bad{"--model /nonexistent/dir", "/nonexistent/dir"}, Bad{"--backend fast", "unknown backend 'fast'"},
-                       Bad{"--attention flash", "unknown attention 'flash'"}}) {
+                       Bad{"--attention flash", "unknown attention 'flash'"},
+                       Bad{"--release-unchosen", "give both"},
+                       Bad{"--dense-fallback --release-tolerance 0.02", "give both"},
+                       Bad{"--dense-fallback --release-unchosen --release-tolerance=-0.5", "fraction in [0, 1)"},
+                       Bad{"--dense-fallback --release-unchosen --release-tolerance 2", "fraction in [0, 1)"}}) {
     Result const r = run(std::string("run --tuning-cache none ") + b.args);
     EXPECT_EQ(r.code, 2) << b.args << ": " << r.output;
     EXPECT_NE(r.output.find(b.says), std::string::npos) << b.args << ": " << r.output;

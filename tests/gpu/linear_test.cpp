@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <optional>
 #include <set>
@@ -719,6 +720,33 @@ TEST_F(LinearGpu, ReleasingUnchosenCandidatesFreesExactlyTheirCopiesAndKeepsTheC
       }
     }
   }
+  // (c) Timed choices released with a tolerance (0.9: any candidate within 1.9x of a bucket's
+  // fastest may take it): which ones stay is up to the timing, but every bucket still runs a kept,
+  // prepared candidate, bit-exact, and at most as much is held as the plain release would keep.
+  {
+    cuda::DispatchLinear plain(config, host.view(), nullptr, nullptr, "p");
+    cuda::DispatchLinear traded(config, host.view(), nullptr, nullptr, "t");
+    for (std::int64_t const m : {1, 8, 300}) {
+      plain.prepare(m, nullptr);
+      traded.prepare(m, nullptr);
+    }
+    plain.release_unchosen(nullptr);
+    std::size_t const before = bytes(traded.memory());
+    std::size_t const freed = traded.release_unchosen(nullptr, 0.9);
+    EXPECT_EQ(bytes(traded.memory()), before - freed);
+    std::printf("  release_unchosen(0.9): kept %s (plain release kept %s)\n",
+                fmt::format("{}", fmt::join(traded.candidates(), ", ")).c_str(),
+                fmt::format("{}", fmt::join(plain.candidates(), ", ")).c_str());
+    // Not compared with `plain`'s bytes: the two layers timed separately and may have chosen
+    // differently. The plan never holds more than the choices it starts from (DispatchRelease).
+    std::vector<std::string> const kept = traded.candidates();
+    for (std::int64_t const m : {1, 8, 300}) {
+      EXPECT_NE(std::find(kept.begin(), kept.end(), traded.choice(m)), kept.end()) << traded.choice(m);
+      EXPECT_TRUE(traded.is_prepared(m)) << m;
+      expect_dispatch_exact(traded, host, rng, m);
+    }
+    EXPECT_THROW(traded.release_unchosen(nullptr, -1.0), Error);
+  }
 }
 
 TEST_F(LinearGpu, WeightSharingLayerRefusesWhatItCannotShare) {
@@ -788,6 +816,113 @@ TEST(LinearBuckets, DispatchBucketsUpToMaxMCoverEveryMOnce) {
   }
   // 1..32768: 6 powers of two, 7 steps of 32 up to 256, 8 per octave above.
   EXPECT_EQ(DispatchLinear::buckets_up_to(32768).size(), 6u + 7u + 7u * 8u);
+}
+
+
+// plan_release on hand-made choices: the memory-aware half of the release, host only.
+using Plan = std::map<std::int64_t, std::string>;
+using cuda::DispatchLinear;
+
+TEST(DispatchRelease, PlanMovesOnlyWinsWithinTheToleranceOfTheFastest) {
+  // Four candidates as in an FP8 layer with CUTLASS: two sparse copies, the dense copy and a
+  // cuBLASLt form reading it.
+  std::map<std::string, DispatchLinear::ReleaseHolding> const holdings = {
+      {"cutlass", {600, ""}}, {"cusparselt", {600, ""}}, {"dense-cutlass", {800, ""}}, {"dense-cublaslt", {10, "dense-cutlass"}}};
+  auto bucket = [](std::string chosen, double cutlass, double cusparselt, double dense_cutlass, double dense_cublaslt) {
+    return DispatchLinear::ReleaseBucket{
+        std::move(chosen),
+        {{"cutlass", cutlass}, {"cusparselt", cusparselt}, {"dense-cutlass", dense_cutlass}, {"dense-cublaslt", dense_cublaslt}}};
+  };
+  std::map<std::int64_t, DispatchLinear::ReleaseBucket> const buckets = {
+      {1, bucket("dense-cublaslt", 1.3, 1.4, 1.05, 1.0)},
+      {2, bucket("dense-cutlass", 1.2, 1.3, 1.0, 1.1)},
+      {64, bucket("cusparselt", 1.01, 1.0, 1.015, 1.2)},
+      {4096, bucket("cutlass", 1.0, 1.004, 1.3, 1.4)}};
+  Plan const chosen = {{1, "dense-cublaslt"}, {2, "dense-cutlass"}, {64, "cusparselt"}, {4096, "cutlass"}};
+  EXPECT_EQ(DispatchLinear::plan_release(buckets, holdings, 0.0), chosen);
+  // 2 %: cuSPARSELt's one win (M = 64) moves to CUTLASS (1 % slower, the fastest within 2 %); then
+  // CUTLASS cannot go (at 4096 only cuSPARSELt, no longer held, is within 2 %). The dense forms
+  // stay: each wins by 5-10 %.
+  EXPECT_EQ(DispatchLinear::plan_release(buckets, holdings, 0.02),
+            (Plan{{1, "dense-cublaslt"}, {2, "dense-cutlass"}, {64, "cutlass"}, {4096, "cutlass"}}));
+  // 0.5 %: only CUTLASS's win (0.4 %) moves.
+  EXPECT_EQ(DispatchLinear::plan_release(buckets, holdings, 0.005),
+            (Plan{{1, "dense-cublaslt"}, {2, "dense-cutlass"}, {64, "cusparselt"}, {4096, "cusparselt"}}));
+  // 6 %: the cuBLASLt form goes too (its 5 % win at M = 1 moves to dense CUTLASS).
+  EXPECT_EQ(DispatchLinear::plan_release(buckets, holdings, 0.06),
+            (Plan{{1, "dense-cutlass"}, {2, "dense-cutlass"}, {64, "cutlass"}, {4096, "cutlass"}}));
+  for (double const bad : {-0.01, std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
+    EXPECT_THROW(DispatchLinear::plan_release(buckets, holdings, bad), Error) << bad;
+  }
+}
+
+TEST(DispatchRelease, PlanBoundsEachBucketByItsFastestAndNeverMovesAForcedChoice) {
+  std::map<std::string, DispatchLinear::ReleaseHolding> const holdings = {{"a", {100, ""}}, {"b", {100, ""}}, {"c", {100, ""}}};
+  // a -> b is 1.5 % and b -> c another 1.5 %, but c is 3 % off bucket 8's fastest: with 2 %, bucket 8
+  // may go to b, never to c, so b stays.
+  std::map<std::int64_t, DispatchLinear::ReleaseBucket> const chain = {
+      {8, {"a", {{"a", 1.0}, {"b", 1.015}, {"c", 1.03}}}}, {16, {"b", {{"b", 1.0}, {"c", 1.01}}}}, {32, {"c", {{"c", 1.0}}}}};
+  EXPECT_EQ(DispatchLinear::plan_release(chain, holdings, 0.02), (Plan{{8, "b"}, {16, "b"}, {32, "c"}}));
+  // A forced bucket (no times) pins its candidate; the other candidate's bucket moves onto it.
+  std::map<std::string, DispatchLinear::ReleaseHolding> const big_small = {{"x", {1000, ""}}, {"y", {1, ""}}};
+  std::map<std::int64_t, DispatchLinear::ReleaseBucket> const forced = {{1, {"x", {}}}, {2, {"y", {{"y", 1.0}, {"x", 1.001}}}}};
+  EXPECT_EQ(DispatchLinear::plan_release(forced, big_small, 0.01), (Plan{{1, "x"}, {2, "x"}}));
+}
+
+TEST(DispatchRelease, RandomPlansStayWithinToleranceAndNeverHoldMore) {
+  test::Rng rng(610);
+  SCOPED_TRACE(rng.describe());
+  std::vector<std::string> const names = {"cutlass", "cusparselt", "dense-cutlass", "dense-cublaslt"};
+  for (int trial = 0; trial < 200; ++trial) {
+    std::map<std::string, DispatchLinear::ReleaseHolding> holdings;
+    for (auto const& c : names) holdings[c] = {static_cast<std::size_t>(rng.uniform_int(1, 1000)), ""};
+    holdings["dense-cublaslt"].owner = "dense-cutlass";
+    std::map<std::int64_t, DispatchLinear::ReleaseBucket> buckets;
+    for (std::int64_t const b : DispatchLinear::buckets_up_to(rng.uniform_int(1, 4096))) {
+      DispatchLinear::ReleaseBucket rb;
+      double fastest = 1e9;
+      for (auto const& c : names) {
+        double const t = 1.0 + 0.001 * static_cast<double>(rng.uniform_int(0, 80));  // ties happen
+        rb.ms[c] = t;
+        if (t < fastest) {
+          fastest = t;
+          rb.chosen = c;
+        }
+      }
+      if (rng.uniform_int(0, 20) == 0) rb.ms.clear();  // now and then a forced bucket
+      buckets[b] = std::move(rb);
+    }
+    auto held_bytes = [&](Plan const& plan) {
+      std::set<std::string> held;
+      for (auto const& [b, c] : plan) {
+        held.insert(c);
+        if (!holdings.at(c).owner.empty()) held.insert(holdings.at(c).owner);
+      }
+      std::size_t total = 0;
+      for (auto const& c : held) total += holdings.at(c).bytes;
+      return std::pair{held, total};
+    };
+    Plan chosen;
+    for (auto const& [b, rb] : buckets) chosen[b] = rb.chosen;
+    auto const [held_before, bytes_before] = held_bytes(chosen);
+    for (double const tolerance : {0.01, 0.05, 0.5}) {
+      SCOPED_TRACE(fmt::format("trial {} tolerance {}", trial, tolerance));
+      Plan const plan = DispatchLinear::plan_release(buckets, holdings, tolerance);
+      ASSERT_EQ(plan.size(), buckets.size());
+      for (auto const& [b, c] : plan) {
+        DispatchLinear::ReleaseBucket const& rb = buckets.at(b);
+        ASSERT_TRUE(held_before.contains(c)) << c;  // only moves onto what was held anyway
+        if (rb.ms.empty()) {
+          ASSERT_EQ(c, rb.chosen);
+          continue;
+        }
+        double fastest = 1e9;
+        for (auto const& [name, t] : rb.ms) fastest = std::min(fastest, t);
+        ASSERT_LE(rb.ms.at(c), fastest * (1 + tolerance)) << "bucket " << b << " -> " << c;
+      }
+      EXPECT_LE(held_bytes(plan).second, bytes_before);
+    }
+  }
 }
 
 }  // namespace

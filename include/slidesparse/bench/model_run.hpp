@@ -43,6 +43,9 @@ struct ModelRunOptions {
   /// With dense_fallback: after each load, GpuModel::release_unchosen up to the largest M the
   /// points run (max B x P), so the model holds only the candidates it chose.
   bool release_unchosen = false;
+  /// ...trading up to this fraction of each M bucket's time for memory (0: free only what no
+  /// bucket chose).
+  double release_tolerance = 0.0;
   runtime::AttentionBackend attention = runtime::AttentionBackend::kAuto;
   std::vector<std::int64_t> batches = {8};
   std::vector<std::int64_t> prompt_lens = {512};

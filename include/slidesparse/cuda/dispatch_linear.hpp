@@ -83,9 +83,35 @@ class DispatchLinear {
   /// names a kept one, else by timing them, not recorded: the cache holds choices among the
   /// full set), and force() of a released candidate is an Error saying so. An Error before any
   /// bucket is chosen (it would free every candidate). Synchronizes.
-  std::size_t release_unchosen(cudaStream_t stream);
+  /// With tolerance > 0 (a fraction: 0.02 = 2 %) it first trades speed for memory, within that
+  /// bound: plan_release() moves buckets off candidates whose every win is by less than the
+  /// tolerance, so that those go too. Buckets moved are prepared for their new candidate.
+  std::size_t release_unchosen(cudaStream_t stream, double tolerance = 0.0);
   /// The candidates release_unchosen() freed, in construction order.
   std::vector<std::string> const& released() const noexcept { return released_; }
+
+  /// One bucket's choice as plan_release() sees it: the chosen candidate and the median times
+  /// (ms) of every candidate timed for the bucket (from the timing or the tuning cache; empty for a
+  /// forced choice, which is then never moved).
+  struct ReleaseBucket {
+    std::string chosen;
+    std::map<std::string, double> ms;
+  };
+  /// A candidate's device bytes and the candidate whose weight copy it reads (empty: its own).
+  struct ReleaseHolding {
+    std::size_t bytes = 0;
+    std::string owner;
+  };
+  /// The memory-aware assignment of buckets to candidates (host only, pure): starting from the
+  /// chosen ones, repeatedly drops the held candidate (assigned, or the owner of an assigned one)
+  /// whose going frees the most bytes, where each of its buckets can move to another held
+  /// candidate timed within `tolerance` of the bucket's fastest time (the fastest such one); stops
+  /// when no drop frees anything. Every bucket then runs within (1 + tolerance) x its fastest
+  /// time, whatever the order of drops. tolerance 0 returns the choices unchanged; negative or
+  /// not finite is an Error. Returns bucket -> candidate.
+  static std::map<std::int64_t, std::string> plan_release(std::map<std::int64_t, ReleaseBucket> const& buckets,
+                                                          std::map<std::string, ReleaseHolding> const& holdings,
+                                                          double tolerance);
 
   /// Makes `candidate` M's bucket's choice without timing (tests, experiments) and prepares it;
   /// an Error naming the candidates when there is no such one. Not recorded in the tuning cache.
@@ -119,6 +145,7 @@ class DispatchLinear {
     Linear* layer = nullptr;
     std::string name;
     bool from_cache = false;
+    std::map<std::string, double> ms;  ///< every timed candidate's median (empty: forced, or nothing to time)
   };
   Candidate const* find(std::string const& name) const noexcept;
   Choice const* find_choice(std::int64_t m) const noexcept;  ///< M's bucket's choice, or null

@@ -171,8 +171,10 @@ class GpuModel {
   /// no bucket chose, e.g. the dense copy of a projection where sparse wins at every M, or the
   /// second sparse copy. Returns the device bytes freed (memory().weights falls by as much,
   /// less workspaces). Steps of more than max_m tokens choose among the kept candidates. A
-  /// model without dispatching projections frees nothing. Synchronizes.
-  std::size_t release_unchosen(std::int64_t max_m);
+  /// model without dispatching projections frees nothing. Synchronizes. tolerance > 0 also frees
+  /// the candidates that win their buckets by less than that fraction (each bucket then runs
+  /// within 1 + tolerance of its fastest; cuda::DispatchLinear::plan_release).
+  std::size_t release_unchosen(std::int64_t max_m, double tolerance = 0.0);
   /// What the dispatching projections hold: "ROLE: candidate+candidate" (ROLE the projection's
   /// name without "layers.N.", e.g. "gate_up_proj", or "lm_head") -> how many projections hold
   /// exactly that set. Empty for a model without dispatching projections.
