@@ -4,6 +4,7 @@
 #include <chrono>
 #include <functional>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -199,6 +200,7 @@ nlohmann::json run_variant(ModelRunOptions const& o, std::optional<SparsityPatte
     std::size_t const freed = model->release_unchosen(max_m, o.release_tolerance);
     double const release_s = seconds_since(t0);
     std::size_t const after = model->memory().weights;
+    std::map<std::string, int> const holdings = model->dispatch_holdings();
     say(fmt::format("release_unchosen up to M = {}: weights {:.2f} -> {:.2f} GiB ({:.2f} GiB freed in all) in {:.1f} s", max_m,
                     static_cast<double>(before) / (1 << 30), static_cast<double>(after) / (1 << 30),
                     static_cast<double>(freed) / (1 << 30), release_s));
@@ -206,8 +208,8 @@ nlohmann::json run_variant(ModelRunOptions const& o, std::optional<SparsityPatte
                                    {"weights_bytes_before", before},
                                    {"weights_bytes_after", after}, {"freed_bytes", freed},
                                    {"seconds", release_s},        {"gemms_at_max_m", model->describe_gemms(max_m)},
-                                   {"holdings", model->dispatch_holdings()}};
-    for (auto const& [held, count] : model->dispatch_holdings()) say(fmt::format("  {} x {}", count, held));
+                                   {"holdings", holdings}};
+    for (auto const& [held, count] : holdings) say(fmt::format("  {} x {}", count, held));
   }
   nlohmann::json points = nlohmann::json::array();
   for (std::int64_t const B : o.batches) {

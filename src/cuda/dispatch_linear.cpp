@@ -213,23 +213,21 @@ void DispatchLinear::prepare(std::int64_t m, cudaStream_t stream) {
       ms[i].push_back(t);
     }
   }
-  nlohmann::json times = nlohmann::json::object();
   std::map<std::string, double> medians;
   Candidate const* best = nullptr;
   float best_ms = std::numeric_limits<float>::infinity();
   for (std::size_t i = 0; i < candidates_.size(); ++i) {
     std::sort(ms[i].begin(), ms[i].end());
     float const median = ms[i][static_cast<std::size_t>(rounds / 2)];
-    times[candidates_[i].name] = median;
     medians[candidates_[i].name] = median;
     if (median < best_ms) {  // strict: ties keep the earlier (preferred) candidate
       best_ms = median;
       best = &candidates_[i];
     }
   }
-  choices_[bucket] = {best->layer.get(), best->name, false, std::move(medians)};
   // After a release the choice is among the kept candidates only: not the full set's answer.
-  if (tuning_ && released_.empty()) tuning_->put(key, {{"choice", best->name}, {"ms", times}, {"tuned", detail::tuning_date()}});
+  if (tuning_ && released_.empty()) tuning_->put(key, {{"choice", best->name}, {"ms", medians}, {"tuned", detail::tuning_date()}});
+  choices_[bucket] = {best->layer.get(), best->name, false, std::move(medians)};
 }
 
 std::vector<std::int64_t> DispatchLinear::buckets_up_to(std::int64_t max_m) {
@@ -246,6 +244,16 @@ void DispatchLinear::prepare_up_to(std::int64_t max_m, cudaStream_t stream) {
   for (std::int64_t const bucket : buckets_up_to(max_m)) prepare(bucket, stream);
 }
 
+std::set<std::string> DispatchLinear::held_by(std::map<std::int64_t, std::string> const& assignment,
+                                              std::map<std::string, ReleaseHolding> const& holdings) {
+  std::set<std::string> held;
+  for (auto const& [bucket, c] : assignment) {
+    held.insert(c);
+    if (auto const it = holdings.find(c); it != holdings.end() && !it->second.owner.empty()) held.insert(it->second.owner);
+  }
+  return held;
+}
+
 std::map<std::int64_t, std::string> DispatchLinear::plan_release(std::map<std::int64_t, ReleaseBucket> const& buckets,
                                                                  std::map<std::string, ReleaseHolding> const& holdings,
                                                                  double tolerance) {
@@ -255,15 +263,7 @@ std::map<std::int64_t, std::string> DispatchLinear::plan_release(std::map<std::i
   std::map<std::int64_t, std::string> assign;
   for (auto const& [bucket, b] : buckets) assign[bucket] = b.chosen;
   if (tolerance == 0) return assign;
-  // Held: the assigned candidates and the owners of the weight copies they read.
-  auto held_of = [&](std::map<std::int64_t, std::string> const& a) {
-    std::set<std::string> held;
-    for (auto const& [bucket, c] : a) {
-      held.insert(c);
-      if (auto const it = holdings.find(c); it != holdings.end() && !it->second.owner.empty()) held.insert(it->second.owner);
-    }
-    return held;
-  };
+  auto held_of = [&](std::map<std::int64_t, std::string> const& a) { return held_by(a, holdings); };
   auto bytes_of = [&](std::set<std::string> const& held) {
     std::size_t total = 0;
     for (auto const& c : held) {
@@ -282,10 +282,6 @@ std::map<std::int64_t, std::string> DispatchLinear::plan_release(std::map<std::i
       for (auto& [bucket, c] : trial) {
         if (c != dropped) continue;
         std::map<std::string, double> const& ms = buckets.at(bucket).ms;
-        if (ms.empty()) {  // forced: stays
-          movable = false;
-          break;
-        }
         double fastest = std::numeric_limits<double>::infinity();
         for (auto const& [candidate, t] : ms) fastest = std::min(fastest, t);
         // Bounded by the bucket's fastest, not by the time of the candidate it leaves: chains of
@@ -299,7 +295,7 @@ std::map<std::int64_t, std::string> DispatchLinear::plan_release(std::map<std::i
             to_ms = t;
           }
         }
-        if (to.empty()) {
+        if (to.empty()) {  // none within the tolerance, or a forced bucket (no times): it stays
           movable = false;
           break;
         }
@@ -323,26 +319,22 @@ std::size_t DispatchLinear::release_unchosen(cudaStream_t stream, double toleran
   }
   auto total = [](LinearMemory const& m) { return m.weight + m.vectors + m.gemm; };
   std::size_t const before = total(memory());
-  if (tolerance != 0) {
-    std::map<std::int64_t, ReleaseBucket> buckets;
-    for (auto const& [bucket, choice] : choices_) buckets[bucket] = {choice.name, choice.ms};
-    std::map<std::string, ReleaseHolding> holdings;
-    for (auto const& c : candidates_) holdings[c.name] = {total(c.layer->memory()), c.weight_owner};
-    for (auto const& [bucket, to] : plan_release(buckets, holdings, tolerance)) {
-      Choice& choice = choices_.at(bucket);
-      if (choice.name == to) continue;
-      Candidate const* c = find(to);
-      c->layer->prepare(bucket, stream);  // a choice from the cache prepared the winner alone
-      choice.layer = c->layer.get();
-      choice.name = c->name;
-      choice.from_cache = false;
-    }
+  std::map<std::int64_t, ReleaseBucket> buckets;
+  for (auto const& [bucket, choice] : choices_) buckets[bucket] = {choice.name, choice.ms};
+  std::map<std::string, ReleaseHolding> holdings;
+  for (auto const& c : candidates_) holdings[c.name] = {total(c.layer->memory()), c.weight_owner};
+  std::map<std::int64_t, std::string> const plan = plan_release(buckets, holdings, tolerance);  // tolerance 0: the choices
+  for (auto const& [bucket, to] : plan) {
+    Choice& choice = choices_.at(bucket);
+    if (choice.name == to) continue;
+    Candidate const* c = find(to);
+    c->layer->prepare(bucket, stream);  // a choice from the cache prepared the winner alone
+    choice.layer = c->layer.get();
+    choice.name = c->name;
+    choice.from_cache = false;
   }
-  std::set<std::string> keep;
-  for (auto const& [bucket, choice] : choices_) keep.insert(choice.name);
-  for (auto const& c : candidates_) {  // a chosen sharer keeps the dense copy's owner
-    if (keep.contains(c.name) && !c.weight_owner.empty()) keep.insert(c.weight_owner);
-  }
+  // The chosen candidates, and the dense copy's owner where a sharer of it is chosen.
+  std::set<std::string> const keep = held_by(plan, holdings);
   // The kernels of earlier forward calls may still read the weights that go.
   SLIDESPARSE_CUDA_CHECK(cudaStreamSynchronize(stream));
   std::erase_if(candidates_, [&](Candidate const& c) {

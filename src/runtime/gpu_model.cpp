@@ -649,23 +649,22 @@ std::int64_t GpuModel::forward(std::span<SequenceStep const> steps, bool all_log
   return logits_rows_;
 }
 
+std::vector<Projection*> GpuModel::projections() const {
+  std::vector<Projection*> out = {lm_head_.get()};
+  for (Layer const& L : layers_) out.insert(out.end(), {L.qkv.get(), L.o.get(), L.gate_up.get(), L.down.get()});
+  return out;
+}
+
 std::size_t GpuModel::release_unchosen(std::int64_t max_m, double tolerance) {
   if (max_m <= 0) fail(ErrorKind::kUsage, "GPU model: release_unchosen needs a positive max M, not {}", max_m);
-  std::size_t freed = lm_head_->release_unchosen(max_m, tolerance, stream_);
-  for (Layer& L : layers_) {
-    for (Projection* lin : {L.qkv.get(), L.o.get(), L.gate_up.get(), L.down.get()}) {
-      freed += lin->release_unchosen(max_m, tolerance, stream_);
-    }
-  }
+  std::size_t freed = 0;
+  for (Projection* lin : projections()) freed += lin->release_unchosen(max_m, tolerance, stream_);
   return freed;
 }
 
 void GpuModel::prepare_decode(std::int64_t batch) {
   ensure_logits(batch);
-  for (Layer& L : layers_) {
-    for (Projection* lin : {L.qkv.get(), L.o.get(), L.gate_up.get(), L.down.get()}) lin->prepare(batch, stream_);
-  }
-  lm_head_->prepare(batch, stream_);
+  for (Projection* lin : projections()) lin->prepare(batch, stream_);
   if (decode_batch_ == batch) return;
   ModelConfig const& c = config_;
   HostPlan plan;
@@ -818,14 +817,12 @@ int GpuModel::next_token(std::int64_t slot) const {
 
 GpuModelMemory GpuModel::memory() const {
   GpuModelMemory m;
-  m.weights = embed_.size() + final_norm_.size() + lm_head_->memory().weight + lm_head_->memory().vectors;
-  std::size_t gemm = lm_head_->memory().gemm;
-  for (Layer const& L : layers_) {
-    m.weights += L.attn_norm.size() + L.ffn_norm.size();
-    for (Projection const* lin : {L.qkv.get(), L.o.get(), L.gate_up.get(), L.down.get()}) {
-      m.weights += lin->memory().weight + lin->memory().vectors;
-      gemm += lin->memory().gemm;
-    }
+  m.weights = embed_.size() + final_norm_.size();
+  for (Layer const& L : layers_) m.weights += L.attn_norm.size() + L.ffn_norm.size();
+  std::size_t gemm = 0;
+  for (Projection const* lin : projections()) {
+    m.weights += lin->memory().weight + lin->memory().vectors;
+    gemm += lin->memory().gemm;
   }
   m.kv_cache = k_cache_.size() + v_cache_.size();
   m.activations = gemm + scratch_->bytes() + rope_table_.size() + history_.size() + residual_.size() + normed_.size() +
@@ -849,16 +846,12 @@ std::string GpuModel::describe_attention() const {
 
 std::map<std::string, int> GpuModel::dispatch_holdings() const {
   std::map<std::string, int> out;
-  auto count = [&](Projection const& lin) {
-    std::string const kept = lin.kept();
-    if (kept.empty()) return;
-    std::string name = lin.name();  // "layers.12.qkv_proj" -> "qkv_proj": one entry per role
+  for (Projection const* lin : projections()) {
+    std::string const kept = lin->kept();
+    if (kept.empty()) continue;
+    std::string name = lin->name();  // "layers.12.qkv_proj" -> "qkv_proj": one entry per role
     if (name.starts_with("layers.")) name = name.substr(name.find('.', 7) + 1);
     ++out[name + ": " + kept];
-  };
-  count(*lm_head_);
-  for (Layer const& L : layers_) {
-    for (Projection const* lin : {L.qkv.get(), L.o.get(), L.gate_up.get(), L.down.get()}) count(*lin);
   }
   return out;
 }

@@ -869,6 +869,17 @@ TEST(DispatchRelease, PlanBoundsEachBucketByItsFastestAndNeverMovesAForcedChoice
   EXPECT_EQ(DispatchLinear::plan_release(forced, big_small, 0.01), (Plan{{1, "x"}, {2, "x"}}));
 }
 
+TEST(DispatchRelease, PlanCountsTheDenseCopyOfAChosenSharerAsItsBytes) {
+  // Either cuBLASLt (10 bytes of its own, but it holds dense CUTLASS's 800-byte copy) or the sparse
+  // copy (600) can go, not both: dropping cuBLASLt frees 810 with its owner, so it goes.
+  std::map<std::string, DispatchLinear::ReleaseHolding> const holdings = {
+      {"sparse", {600, ""}}, {"dense-cutlass", {800, ""}}, {"dense-cublaslt", {10, "dense-cutlass"}}};
+  std::map<std::int64_t, DispatchLinear::ReleaseBucket> const buckets = {
+      {1, {"dense-cublaslt", {{"dense-cublaslt", 1.0}, {"sparse", 1.01}, {"dense-cutlass", 1.5}}}},
+      {2, {"sparse", {{"sparse", 1.0}, {"dense-cublaslt", 1.01}, {"dense-cutlass", 1.5}}}}};
+  EXPECT_EQ(DispatchLinear::plan_release(buckets, holdings, 0.02), (Plan{{1, "sparse"}, {2, "sparse"}}));
+}
+
 TEST(DispatchRelease, RandomPlansStayWithinToleranceAndNeverHoldMore) {
   test::Rng rng(610);
   SCOPED_TRACE(rng.describe());

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -147,6 +148,10 @@ class DispatchLinear {
     bool from_cache = false;
     std::map<std::string, double> ms;  ///< every timed candidate's median (empty: forced, or nothing to time)
   };
+  /// The candidates an assignment of buckets holds: the assigned ones and the owners of the
+  /// weight copies they read.
+  static std::set<std::string> held_by(std::map<std::int64_t, std::string> const& assignment,
+                                       std::map<std::string, ReleaseHolding> const& holdings);
   Candidate const* find(std::string const& name) const noexcept;
   Choice const* find_choice(std::int64_t m) const noexcept;  ///< M's bucket's choice, or null
 

@@ -211,6 +211,8 @@ class GpuModel {
   cuda::DeviceBuffer embed_, final_norm_;
   std::vector<Layer> layers_;
   std::unique_ptr<Projection> lm_head_;
+  /// Every projection: the lm_head, then each layer's qkv, o, gate_up and down.
+  std::vector<Projection*> projections() const;
 
   // capacity_: the tokens a slot may hold; cache_rows_: rows per slot in the KV cache and the
   // history (capacity_ rounded up to a multiple of 64, so cuDNN can page the cache).
